@@ -1,0 +1,34 @@
+"""sidecar-memory: a small, persistent, constant-size fast-weight memory for causal LMs.
+
+The engine imports neither LangChain nor LlamaIndex; adapters for both live
+in the separate ``sidecar_integrations`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .config import SidecarConfig
+from .errors import InvalidInputError, SidecarError, StateError
+from .model_loader import load_default_model, load_model
+from .records import GateDecision, MemoryItem, Recall
+from .sidecar import Sidecar, SidecarV3
+from .stores.base import StateBlob
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "GateDecision",
+    "InvalidInputError",
+    "MemoryItem",
+    "Recall",
+    "Sidecar",
+    "SidecarConfig",
+    "SidecarError",
+    "SidecarV3",
+    "StateBlob",
+    "StateError",
+    "load_default_model",
+    "load_model",
+]
+__version__ = "0.1.0"

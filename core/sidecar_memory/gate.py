@@ -1,0 +1,94 @@
+"""The gate: score a turn and decide whether to commit it.
+
+``G = wS·S + wN·N + wA·A + wC·C + wR·R`` with every feature in ``[0, 1]``:
+
+* ``S`` surprisal. Measured on LoCoMo, the LM's mean NLL per token ranks
+  the turns that later questions depend on below chance, because short
+  generic turns ("Thanks!") are the least predictable per token. What does
+  predict them is how much new content a turn carries, so ``S`` is the total
+  information content of the turn's content words under the memory's own
+  running unigram model (IDF, in nats), squashed by ``1 - exp(-x/s_scale)``;
+  in ``blend`` mode it is mixed with novelty.
+* ``N`` novelty: ``1 - cos(k, r)`` where ``r = V a`` is what memory
+  reconstructs for the key. An empty memory gives ``N = 1``.
+* ``A`` arousal and ``R`` reward come from :mod:`sidecar_memory.affect`;
+  ``C`` conflict from :mod:`sidecar_memory.conflict`.
+
+The threshold adapts: after ``min_events`` turns it is the running mean of
+``G`` plus ``tau_k`` standard deviations (Welford's algorithm), before that
+``warmup_tau``; ``fixed_tau`` overrides both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .config import SidecarConfig
+
+
+@dataclass
+class GateStats:
+    """Running count, mean and sum of squared deviations of ``G``."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    commits: int = 0
+
+    def update(self, g: float) -> None:
+        """Add one gate score (Welford's online update)."""
+        self.count += 1
+        delta = g - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (g - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The five gate features of one turn, each in ``[0, 1]``."""
+
+    S: float
+    N: float
+    A: float
+    C: float
+    R: float
+
+
+def surprisal(information_nats: float, novelty: float, config: SidecarConfig) -> float:
+    """Combine information content and novelty into ``S`` according to ``s_mode``."""
+    information = 1.0 - math.exp(-max(information_nats, 0.0) / config.s_scale)
+    if config.s_mode == "nll":
+        return information
+    if config.s_mode == "novelty":
+        return novelty
+    return config.s_alpha * information + (1.0 - config.s_alpha) * novelty
+
+
+def novelty(cos_key_reconstruction: float | None) -> float:
+    """Novelty from the cosine between a key and its reconstruction (``None``: empty memory)."""
+    if cos_key_reconstruction is None:
+        return 1.0
+    return min(max(1.0 - cos_key_reconstruction, 0.0), 1.0)
+
+
+def score(features: Features, config: SidecarConfig) -> float:
+    """Weighted sum ``G`` of the features."""
+    ws, wn, wa, wc, wr = config.affect_weights
+    return ws * features.S + wn * features.N + wa * features.A + wc * features.C + wr * features.R
+
+
+def threshold(stats: GateStats, config: SidecarConfig) -> float:
+    """The threshold ``tau`` the next turn's ``G`` must exceed."""
+    if config.fixed_tau is not None:
+        return config.fixed_tau
+    if stats.count < max(config.min_events, 2):
+        return config.warmup_tau
+    return stats.mean + config.tau_k * stats.std

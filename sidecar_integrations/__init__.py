@@ -1,0 +1,13 @@
+"""Framework adapters for sidecar-memory.
+
+Each adapter lives in its own subpackage and imports its framework only when
+that subpackage is imported, so this package imports without any framework:
+
+* ``sidecar_integrations.langchain``: chat history, classic ``BaseMemory``,
+  agent middleware and a chat model over the embedded Hugging Face model.
+  Install with ``pip install "sidecar-memory[langchain]"``.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
