@@ -1,4 +1,4 @@
-"""Knowledge-update scenarios: a user's fact changes amid chatter, and a probe asks for its current value.
+"""Knowledge-update scenarios: a user's fact changes amid chatter, then a probe question requests its current value.
 
 Every scenario is generated from a seed, so the same seed always gives the same set. A scenario spans two
 or three sessions: the original statement, 3-10 chatter turns, an update (a quarter of the scenarios
@@ -11,6 +11,10 @@ so matching a value in retrieved text identifies the statement it came from.
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.resources import PeerSpec, Resources
 
 DEFAULT_SEED = 20240611
 DEFAULT_COUNT = 220
@@ -378,7 +382,11 @@ class ScenarioTurn:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One knowledge-update case. ``stale_values`` lists earlier values, oldest first."""
+    """One knowledge-update case.
+
+    ``stale_values`` lists earlier values, oldest first. ``value_turn_ids`` names the original statement
+    and each update, in order, so the last one states ``current_value``.
+    """
 
     scenario_id: int
     attribute: str
@@ -387,9 +395,10 @@ class Scenario:
     current_value: str
     stale_values: tuple[str, ...]
     has_change_marker: bool
+    value_turn_ids: tuple[str, ...] = ()
 
 
-# Words that say outright that a fact changed. Updates without one only state the new value.
+# Words that state outright that a fact changed. Updates without one only state the new value.
 CHANGE_MARKERS = ("actually", "now", "anymore", "no longer", "switched", "moved", "changed", "renamed", "quit", "left")
 _MARKER_PATTERN = re.compile(r"\b(" + "|".join(re.escape(m) for m in CHANGE_MARKERS) + r")\b", re.IGNORECASE)
 
@@ -436,7 +445,7 @@ class _ChatterSource:
 
 
 def _distractor(rng: random.Random, attribute: Attribute) -> str:
-    """A statement of some other attribute, so a probe has a plausible wrong match to skip."""
+    """Return a statement of some other attribute, so a probe has a plausible wrong match to skip."""
     other = rng.choice([a for a in ATTRIBUTES if a.name != attribute.name])
     return _capitalize(rng.choice(other.statements).format(v=rng.choice(other.values)))
 
@@ -457,6 +466,7 @@ def generate_scenarios(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> 
         session = 1
         for role, text in chatter.turns(rng.randint(0, 2), "user"):
             script.append((role, text, session))
+        value_turns = [len(script)]
         script.append(("user", _capitalize(rng.choice(attribute.statements).format(v=values[0])), session))
 
         has_marker = False
@@ -473,6 +483,7 @@ def generate_scenarios(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> 
             template = rng.choice(attribute.updates)
             text = _capitalize(template.format(v=values[update_index], old=values[update_index - 1]))
             has_marker = has_marker or _MARKER_PATTERN.search(text) is not None
+            value_turns.append(len(script))
             script.append(("user", text, session))
 
         for role, text in chatter.turns(rng.randint(0, 3), "assistant"):
@@ -491,6 +502,7 @@ def generate_scenarios(count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> 
                 current_value=values[-1],
                 stale_values=tuple(values[:-1]),
                 has_change_marker=has_marker,
+                value_turn_ids=tuple(turns[index].turn_id for index in value_turns),
             )
         )
     return scenarios
@@ -510,3 +522,91 @@ def score_retrieved(scenario: Scenario, texts: list[str]) -> tuple[bool, bool]:
         elif any(mentions(text, value) for value in scenario.stale_values):
             stale = True
     return current, stale
+
+
+TOP_K = 3
+
+
+def knowledge_update_specs(resources: "Resources", rank: int, key_modes: list[str | None]) -> list["PeerSpec"]:
+    """Peers of the knowledge-update workload: sidecars at ``rank``, budgeted and uncapped stores."""
+    specs = [resources.sidecar_spec(rank, key_mode) for key_mode in key_modes]
+    specs.extend(resources.baseline_specs(rank))
+    specs.extend(resources.baseline_specs(None))
+    return specs
+
+
+def _rate(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
+
+
+def run_knowledge_update(
+    resources: "Resources",
+    *,
+    count: int = DEFAULT_COUNT,
+    seed: int = DEFAULT_SEED,
+    rank: int = 64,
+    key_modes: tuple[str | None, ...] = (None,),
+) -> dict:
+    """Feed every scenario to a fresh instance of each peer and score its top 3 memories for the probe."""
+    from tqdm import tqdm
+
+    from benchmarks.peers import SidecarPeer
+
+    scenarios = generate_scenarios(count, seed)
+    texts = [turn.text for scenario in scenarios for turn in scenario.turns]
+    texts += [f"<message role='{turn.role}'>{turn.text}</message>" for scenario in scenarios for turn in scenario.turns]
+    texts += [scenario.probe for scenario in scenarios]
+    resources.encoder.prefill(texts)
+
+    results = []
+    for spec in knowledge_update_specs(resources, rank, list(key_modes)):
+        current_flags, stale_flags, first_flags = [], [], []
+        # Gate outcomes of the statement turns, for sidecar peers only.
+        gate_flags: dict[str, list[bool]] = {"original committed": [], "update committed": [],
+                                             "update replaced a slot": []}
+        by_attribute: dict[str, list[bool]] = {}
+        by_marker: dict[str, list[bool]] = {"with marker": [], "without marker": []}
+        for scenario in tqdm(scenarios, desc=f"knowledge update {spec.label}", unit="scenario", leave=False):
+            peer = spec.build()
+            for turn in scenario.turns:
+                peer.add(turn.turn_id, turn.text, turn.role)
+            hits = peer.search(scenario.probe, TOP_K)
+            if isinstance(peer, SidecarPeer):
+                decisions = dict(zip(peer.turn_ids, peer.decisions))
+                original, update = decisions[scenario.value_turn_ids[0]], decisions[scenario.value_turn_ids[-1]]
+                gate_flags["original committed"].append(bool(original.committed))
+                gate_flags["update committed"].append(bool(update.committed))
+                gate_flags["update replaced a slot"].append(update.replaced_slot is not None)
+            if hasattr(peer, "close"):
+                peer.close()
+            current, stale = score_retrieved(scenario, [hit.text for hit in hits])
+            first_current, _ = score_retrieved(scenario, [hit.text for hit in hits[:1]])
+            current_flags.append(current)
+            stale_flags.append(stale)
+            first_flags.append(first_current)
+            by_attribute.setdefault(scenario.attribute, []).append(current)
+            by_marker["with marker" if scenario.has_change_marker else "without marker"].append(current)
+        results.append(
+            {
+                "family": spec.family,
+                "budget": spec.budget,
+                "options": spec.options,
+                "scenarios": len(scenarios),
+                "current_in_top3": _rate(current_flags),
+                "stale_in_top3": _rate(stale_flags),
+                "current_at_1": _rate(first_flags),
+                "current_in_top3_by_attribute": {name: _rate(flags) for name, flags in by_attribute.items()},
+                "current_in_top3_by_marker": {name: _rate(flags) for name, flags in by_marker.items()},
+                "gate": {name: _rate(flags) for name, flags in gate_flags.items() if flags},
+            }
+        )
+    return {
+        "seed": seed,
+        "scenarios": len(scenarios),
+        "two_updates": sum(1 for scenario in scenarios if len(scenario.stale_values) == 2),
+        "with_change_marker": sum(1 for scenario in scenarios if scenario.has_change_marker),
+        "turns": sum(len(scenario.turns) for scenario in scenarios),
+        "rank": rank,
+        "top_k": TOP_K,
+        "peers": results,
+    }

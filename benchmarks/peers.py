@@ -1,7 +1,8 @@
 """Memory peers compared in the benchmarks, all behind one small interface.
 
-Each peer stores turns with ``add(turn_id, text, role)``, returns ``(turn_id, text)`` pairs, most relevant
-first, from ``search(query, k)``, and reports the size of its state in bytes from ``nbytes()``.
+Each peer stores turns with ``add(turn_id, text, role)``, returns :class:`Hit` tuples that start with
+``(turn_id, text)``, most relevant first, from ``search(query, k)``, and reports the size of its state in
+bytes from ``nbytes()``.
 """
 
 import asyncio
@@ -10,7 +11,7 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -32,6 +33,18 @@ logger = logging.getLogger(__name__)
 FLOAT32_BYTES = 4
 
 
+class Hit(NamedTuple):
+    """One retrieved memory: the turn that wrote it, its text, and any nearby turns bound to it.
+
+    Only the sidecar binds turns (its eligibility traces). ``context`` is the text of the bound turns.
+    """
+
+    turn_id: str
+    text: str
+    bound_turn_ids: tuple[str, ...] = ()
+    context: str = ""
+
+
 class MemoryPeer(Protocol):
     """Interface every benchmarked memory implements."""
 
@@ -39,7 +52,7 @@ class MemoryPeer(Protocol):
 
     def add(self, turn_id: str, text: str, role: str = "user") -> None: ...
 
-    def search(self, query: str, k: int) -> list[tuple[str, str]]: ...
+    def search(self, query: str, k: int) -> list[Hit]: ...
 
     def nbytes(self) -> int: ...
 
@@ -73,7 +86,7 @@ class MiniLMEncoder:
         self.cache_enabled = cache
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
 
     def with_cache(self, cache: bool) -> "MiniLMEncoder":
         """Return an encoder that shares this one's model, with its own cache setting."""
@@ -142,7 +155,7 @@ class MiniLMEmbedding(BaseEmbedding):
 class LangChainStorePeer:
     """LangChain ``InMemoryVectorStore`` holding one document per turn.
 
-    With ``capacity`` set, the oldest turn is deleted once the store holds more than ``capacity`` turns
+    With ``capacity`` set, the oldest turn is deleted once the store contains more than ``capacity`` turns
     (first in, first out). ``nbytes`` counts float32 embeddings plus UTF-8 text, which is what a compact
     serialization stores. The in-process store keeps Python floats and is larger.
     """
@@ -169,9 +182,9 @@ class LangChainStorePeer:
             self.store.delete([old_id])
             self._text_bytes -= len(old_text.encode("utf-8"))
 
-    def search(self, query: str, k: int) -> list[tuple[str, str]]:
+    def search(self, query: str, k: int) -> list[Hit]:
         documents = self.store.similarity_search(query, k=k)
-        return [(doc.metadata["turn_id"], doc.page_content) for doc in documents]
+        return [Hit(doc.metadata["turn_id"], doc.page_content) for doc in documents]
 
     def nbytes(self) -> int:
         return len(self._entries) * self.encoder.dim * FLOAT32_BYTES + self._text_bytes
@@ -181,7 +194,7 @@ class TextVectorStore(BasePydanticVectorStore):
     """Minimal in-process LlamaIndex vector store that keeps node text, ranked by cosine similarity.
 
     ``VectorMemoryBlock`` requires a store with ``stores_text=True``, and llama-index-core 0.14 ships
-    none (its ``SimpleVectorStore`` keeps only embeddings), so this one stands in for a hosted store.
+    none (its ``SimpleVectorStore`` keeps only embeddings), so this one replaces a hosted store here.
     """
 
     stores_text: bool = True
@@ -192,10 +205,13 @@ class TextVectorStore(BasePydanticVectorStore):
     def client(self) -> Any:
         return None
 
-    @property
-    def node_ids(self) -> list[str]:
-        """Ids of the stored nodes, oldest first."""
-        return [node.node_id for node in self._nodes]
+    def get_nodes(self, node_ids: list[str] | None = None, filters: Any = None) -> list[BaseNode]:
+        if filters is not None:
+            raise NotImplementedError("TextVectorStore does not filter by metadata; pass node_ids only")
+        if node_ids is None:
+            return list(self._nodes)
+        by_id = {node.node_id: node for node in self._nodes}
+        return [by_id[node_id] for node_id in node_ids if node_id in by_id]
 
     def add(self, nodes: list[BaseNode], **add_kwargs: Any) -> list[str]:
         for node in nodes:
@@ -242,7 +258,8 @@ class _NodeCapture(BaseNodePostprocessor):
 class LlamaIndexVectorPeer:
     """LlamaIndex ``VectorMemoryBlock``: one node per turn, retrieved with the question as the only message.
 
-    The block wraps each stored turn as ``<message role='user'>...</message>`` before embedding it.
+    The block wraps each stored turn as ``<message role='user'>...</message>`` before embedding it, and
+    ``search`` returns that wrapped text, because it is what the block puts into a prompt.
     """
 
     def __init__(self, encoder: MiniLMEncoder, name: str = "llamaindex-uncapped"):
@@ -268,17 +285,18 @@ class LlamaIndexVectorPeer:
     def add(self, turn_id: str, text: str, role: str = "user") -> None:
         known = set(self._turn_by_node)
         self._loop.run_until_complete(self.block.aput([ChatMessage(role=role, content=text)]))
-        for node_id in self.vector_store.node_ids:
-            if node_id not in known:
-                self._turn_by_node[node_id] = turn_id
-                self._text_by_node[node_id] = text
-                self._text_bytes += len(text.encode("utf-8"))
+        for node in self.vector_store.get_nodes():
+            if node.node_id not in known:
+                content = node.get_content()
+                self._turn_by_node[node.node_id] = turn_id
+                self._text_by_node[node.node_id] = content
+                self._text_bytes += len(content.encode("utf-8"))
 
-    def search(self, query: str, k: int) -> list[tuple[str, str]]:
+    def search(self, query: str, k: int) -> list[Hit]:
         self.block.similarity_top_k = k
         self.capture.node_ids = []
         self._loop.run_until_complete(self.block.aget([ChatMessage(role="user", content=query)]))
-        return [(self._turn_by_node[node_id], self._text_by_node[node_id]) for node_id in self.capture.node_ids]
+        return [Hit(self._turn_by_node[node_id], self._text_by_node[node_id]) for node_id in self.capture.node_ids]
 
     def nbytes(self) -> int:
         return len(self._turn_by_node) * self.encoder.dim * FLOAT32_BYTES + self._text_bytes
@@ -297,8 +315,8 @@ class WindowPeer:
     def add(self, turn_id: str, text: str, role: str = "user") -> None:
         self._turns.append((turn_id, text))
 
-    def search(self, query: str, k: int) -> list[tuple[str, str]]:
-        return list(reversed(self._turns))[:k]
+    def search(self, query: str, k: int) -> list[Hit]:
+        return [Hit(turn_id, text) for turn_id, text in reversed(self._turns)][:k]
 
     def nbytes(self) -> int:
         return sum(len(text.encode("utf-8")) for _, text in self._turns)
@@ -307,9 +325,9 @@ class WindowPeer:
 class SidecarPeer:
     """The sidecar through its public API, with ``rank`` slots.
 
-    ``MemoryItem.turn`` is the index of the observed turn, so the peer keeps the observe order to map it
-    back to the caller's turn id. A slot's ``context`` may bind nearby turns, but only the slot's own turn
-    counts as retrieved. ``search`` returns the text the engine offers for the prompt.
+    ``MemoryItem.turn`` and ``MemoryItem.bound_turns`` index the observed turns, so the peer keeps the
+    observe order to map them back to the caller's turn ids. Every gate decision and observe latency is
+    kept for the gate and cost workloads.
     """
 
     def __init__(self, model: Any, tokenizer: Any, rank: int, name: str | None = None, **overrides: Any):
@@ -317,40 +335,42 @@ class SidecarPeer:
 
         self.sidecar = Sidecar(model, tokenizer, rank=rank, **overrides)
         self.rank = rank
-        options = "".join(f"-{key}={value}" for key, value in sorted(overrides.items()))
-        self.name = name or f"sidecar{options}-{rank}"
+        options = "".join(f" {key}={value}" for key, value in sorted(overrides.items()))
+        self.name = name or f"sidecar{options} @{rank}"
         self.turn_ids: list[str] = []
         self.decisions: list[Any] = []
         self.observe_seconds: list[float] = []
-        self._turn_offset: int | None = None
+        self._first_turn: int | None = None
 
     def add(self, turn_id: str, text: str, role: str = "user") -> None:
         start = time.perf_counter()
         decision = self.sidecar.observe(text, role=role)
         self.observe_seconds.append(time.perf_counter() - start)
-        if self._turn_offset is None:
-            # The engine numbers turns from its own origin (0 or 1); the first decision fixes the offset.
-            self._turn_offset = int(decision.turn)
+        if self._first_turn is None:
+            # Turn indices are the engine's own count, so a reused memory may not start at 0.
+            self._first_turn = int(decision.turn)
         self.turn_ids.append(turn_id)
         self.decisions.append(decision)
 
-    def turn_id_of(self, engine_turn: int) -> str | None:
-        """Map an engine turn index to the caller's turn id, or None if it names no observed turn."""
-        index = int(engine_turn) - (self._turn_offset or 0)
+    def turn_id_of(self, engine_turn: int) -> str:
+        """Map an engine turn index to the caller's turn id, or to ``"unknown-<index>"``."""
+        index = int(engine_turn) - (self._first_turn or 0)
         if 0 <= index < len(self.turn_ids):
             return self.turn_ids[index]
-        return None
+        logger.warning("sidecar returned turn %s outside the %d observed turns", engine_turn, len(self.turn_ids))
+        return f"unknown-{engine_turn}"
 
-    def search(self, query: str, k: int) -> list[tuple[str, str]]:
+    def search(self, query: str, k: int) -> list[Hit]:
         recall = self.sidecar.recall(query, k=k)
-        results = []
-        for item in recall.memories[:k]:
-            turn_id = self.turn_id_of(item.turn)
-            if turn_id is None:
-                logger.warning("sidecar returned turn %s outside the %d observed turns", item.turn, len(self.turn_ids))
-                turn_id = f"unknown-{item.turn}"
-            results.append((turn_id, item.context or item.text))
-        return results
+        return [
+            Hit(
+                self.turn_id_of(item.turn),
+                item.text,
+                tuple(self.turn_id_of(turn) for turn in item.bound_turns),
+                item.context,
+            )
+            for item in recall.memories[:k]
+        ]
 
     def nbytes(self) -> int:
         return int(self.sidecar.state_nbytes())

@@ -1,7 +1,7 @@
 """SidecarMemory in LlamaIndex chat engines, on the real engine and the embedded model.
 
-A recording LLM stands in for the chat model so that the tests can read the
-exact prompts the engines build. The memory itself is real: every put runs the
+A recording LLM replaces the chat model so that the tests can read the exact
+prompts the engines build. The memory itself is real: every put runs the
 engine's gate-and-commit, and every get recalls from a state store.
 """
 
@@ -39,7 +39,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa
 from llama_index.core.storage.chat_store import SimpleChatStore  # noqa: E402
 
 from sidecar_integrations.llama_index import SidecarMemory  # noqa: E402
-from sidecar_memory import SessionMemory, SidecarConfig, load_default_model  # noqa: E402
+from sidecar_memory import SessionMemory, SidecarConfig  # noqa: E402
 from sidecar_memory.stores import DirectoryStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -89,11 +89,6 @@ class FixedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [NodeWithScore(node=TextNode(text="Lyon is a city in France."), score=1.0)]
-
-
-@pytest.fixture(scope="module")
-def model_and_tokenizer() -> tuple[Any, Any]:
-    return load_default_model()
 
 
 @pytest.fixture()
@@ -251,17 +246,20 @@ def test_simple_chat_engine_prompt(model_and_tokenizer, store):
     assert last_prompt[-1].content == "Where does my sister live?"
 
 
-def test_simple_chat_engine_async(model_and_tokenizer, store):
+def test_simple_chat_engine_async(model_and_tokenizer, store, monkeypatch):
     llm = RecordingLLM()
     memory = make_memory(model_and_tokenizer, store, "alice")
     engine = SimpleChatEngine.from_defaults(llm=llm, memory=memory)
+    nested_loop_calls: list[str] = []
 
     async def run_turns() -> None:
+        monkeypatch.setattr(asyncio, "new_event_loop", lambda *a, **k: nested_loop_calls.append("new_event_loop"))
         await engine.achat(ALICE_FACT)
         await engine.achat("Where does my sister live?")
 
     asyncio.run(run_turns())
 
+    assert nested_loop_calls == []
     assert "Marguerite lives in Lyon" in llm.chat_inputs[-1][0].content
     assert [m.content for m in memory.get_all()] == [ALICE_FACT, "Noted.", "Where does my sister live?", "Noted."]
 

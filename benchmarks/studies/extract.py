@@ -32,9 +32,10 @@ def batches_by_length(lengths, max_tokens=BATCH_TOKENS):
 
 @torch.inference_mode()
 def pooled_states(model, tokenizer, texts):
-    """Return mean, first-token and last-token hidden states, each [n_texts, n_layers + 1, hidden], float16.
+    """Run the model on texts and pool every layer's hidden states.
 
-    Index 0 is the embedding output and index L the output of layer L (HF applies the final norm to the last one).
+    Returns mean, first-token and last-token states, each [n_texts, n_layers + 1, hidden] float16, and the
+    token counts [n_texts]. Index 0 is the embedding output and index L the output of decoder layer L.
     """
     ids = [tokenizer(text).input_ids for text in texts]
     lengths = np.array([len(x) for x in ids])

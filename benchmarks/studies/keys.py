@@ -25,6 +25,7 @@ def minilm_cache(conv_id):
     return dict(np.load(CACHE_DIR / f"minilm_conv-{conv_id}.npz"))
 
 
+@lru_cache(maxsize=None)
 def smol_pooled(conv_id, layer, pooling):
     """Pooled SmolLM2 states of layer (0 = embeddings) for turns and questions, float64 [n, 576].
 
@@ -44,14 +45,25 @@ def smol_pooled(conv_id, layer, pooling):
         elif pooling == "last":
             out.append(cache[f"{side}_last"][:, layer].astype(np.float64))
         else:
-            raise ValueError(f"unknown pooling {pooling!r}; use mean, mean_nofirst or last")
+            raise ValueError(f"invalid pooling {pooling!r}; use mean, mean_nofirst or last")
     return out[0], out[1]
+
+
+_SVD_CACHE = {}
+
+
+def right_singular_vectors(matrix, center):
+    """Right singular vectors [k, d] of matrix, memoized per array object (cached arrays are never mutated)."""
+    key = (id(matrix), center)
+    if key not in _SVD_CACHE:
+        x = matrix - matrix.mean(0) if center else matrix
+        _SVD_CACHE[key] = (matrix, np.linalg.svd(x, full_matrices=False)[2])
+    return _SVD_CACHE[key][1]
 
 
 def top_direction(matrix, center):
     """First right singular vector of matrix (optionally centered), unit norm [d]."""
-    x = matrix - matrix.mean(0) if center else matrix
-    return np.linalg.svd(x, full_matrices=False)[2][0]
+    return right_singular_vectors(matrix, center)[0]
 
 
 def remove_direction(x, u):
@@ -100,10 +112,10 @@ def normalize_dense(turns, queries, ref_turns, method):
         # All-but-the-top: center on the reference mean and remove its top-k principal directions.
         k = int(method[4:-4])
         mu = ref_turns.mean(0)
-        top = np.linalg.svd(ref_turns - mu, full_matrices=False)[2][:k]
+        top = right_singular_vectors(ref_turns, center=True)[:k]
         t, q = turns - mu, queries - mu
         return l2norm(t - (t @ top.T) @ top), l2norm(q - (q @ top.T) @ top)
-    raise ValueError(f"unknown normalization {method!r}")
+    raise ValueError(f"invalid normalization {method!r}; use one of {DENSE_METHODS}")
 
 
 DENSE_METHODS = ("plain", "center_self", "center_running", "center_running_prior", "center_ref",
@@ -176,6 +188,7 @@ def running_bags(turns, questions, text_mode):
     return bags
 
 
+@lru_cache(maxsize=None)
 def lexical_key(conv_id, dim, idf_source="ref", n_signs=4, text_mode="full"):
     """Hashed lexical key: each word adds its weight to n_signs hashed positions with hashed signs.
 
@@ -212,16 +225,19 @@ def lexical_key(conv_id, dim, idf_source="ref", n_signs=4, text_mode="full"):
 def pca_reduce(turns, queries, ref_turns, dim):
     """Center on the reference mean and project onto the reference's top-dim principal directions."""
     mu = ref_turns.mean(0)
-    basis = np.linalg.svd(ref_turns - mu, full_matrices=False)[2][:dim]
+    basis = right_singular_vectors(ref_turns, center=True)[:dim]
     return l2norm((turns - mu) @ basis.T), l2norm((queries - mu) @ basis.T)
 
 
+@lru_cache(maxsize=None)
 def reduced_smol_key(conv_id, layer, pooling, dim):
+    """Standardize with reference mean and std (center_std_ref), then project on the reference's top-dim PCs."""
     turns, queries = smol_pooled(conv_id, layer, pooling)
     ref_turns, _ = smol_pooled(REF_CONV, layer, pooling)
     if dim >= turns.shape[1]:
-        return normalize_dense(turns, queries, ref_turns, "center_ref")
-    return pca_reduce(turns, queries, ref_turns, dim)
+        return normalize_dense(turns, queries, ref_turns, "center_std_ref")
+    mu, sd = ref_turns.mean(0), ref_turns.std(0) + 1e-6
+    return pca_reduce((turns - mu) / sd, (queries - mu) / sd, (ref_turns - mu) / sd, dim)
 
 
 def reduced_minilm_key(conv_id, dim):

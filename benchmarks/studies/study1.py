@@ -11,7 +11,7 @@ import numpy as np
 import keys
 from common import EVAL_CONVS, load_conversation, recall_at_k
 
-LAYERS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 30)
+LAYERS = (2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 30)
 LEX_DIMS = (256, 512, 1024, 2048)
 
 
@@ -79,7 +79,7 @@ def main():
         table.append(row(f"b. {key_id[0]} L{key_id[2]} {key_id[1]}{tag}", grid[key_id]))
     for d in (256, 128):
         res = evaluate(lambda c, d=d: keys.reduced_smol_key(c, layer, pooling, d))
-        table.append(row(f"b. {pooling} L{layer} center_ref + PCA(ref)->{d}", res))
+        table.append(row(f"b. {pooling} L{layer} center_std_ref + PCA(ref)->{d}", res))
 
     # (c) lexical keys.
     lex = {}

@@ -41,7 +41,7 @@ def running_idf_mass(texts):
 
 
 def features(conv_id, best_smol):
-    """Per-turn feature table {name: [n_turns]} and labels [n_turns]."""
+    """Compute the per-turn feature table {name: [n_turns]} and the labels [n_turns] of one conversation."""
     turns, questions = load_conversation(conv_id)
     evidence = {e for q in questions for e in q["evidence"]}
     labels = np.array([t["dia_id"] in evidence for t in turns])
@@ -87,7 +87,7 @@ def zscore_combo(feats, names, signs, stats):
 
 
 def fit_logistic(x, y, l2=1e-2, steps=2000, lr=0.1):
-    """Plain gradient-descent logistic regression on standardized features. Returns weights [d + 1]."""
+    """Fit L2-regularized logistic regression by gradient descent on x [n, d]. Returns weights [d + 1], bias last."""
     xb = np.hstack([x, np.ones((len(x), 1))])
     w = np.zeros(xb.shape[1])
     for _ in range(steps):

@@ -1,7 +1,7 @@
 """Study 3: recall@5 of a memory capped at B slots, by retention policy.
 
-Policies: uncapped, FIFO (last B turns), random B, and gate (keep the B highest gate scores seen so far,
-evicting the lowest; with all questions asked after the last turn this equals the global top-B).
+Policies: uncapped, FIFO (last B turns), random B, and gate. The gate keeps the B highest gate scores seen so
+far and evicts the lowest. All questions come after the last turn, so its final memory is the global top-B.
 Usage: python study3.py  (needs study1.json and study2.json in /tmp/study_cache).
 """
 

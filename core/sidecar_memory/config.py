@@ -7,7 +7,8 @@ a reloaded memory keeps the sizes it was written with.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import InvalidInputError
@@ -59,12 +60,12 @@ class SidecarConfig:
     key_mode: str = "hybrid"
     """How a turn becomes a key: ``hidden`` (LM hidden states), ``lexical``
     (hashed content words) or ``hybrid`` (both, concatenated)."""
-    key_layer: int = 8
+    key_layer: int = 6
     """Hidden layer whose token states are mean-pooled into the key. Negative
     values count from the last layer. Chosen by measurement on LoCoMo."""
     hidden_share: float = 0.5
     """Share of ``d_key`` given to the hidden-state part in ``hybrid`` mode."""
-    hidden_weight: float = 0.5
+    hidden_weight: float = 0.3
     """Weight of the hidden-state part against the lexical part in ``hybrid`` mode."""
     key_topk: int | None = None
     """Keep only this many largest-magnitude entries of a written key
@@ -95,13 +96,18 @@ class SidecarConfig:
     """Turns seen before the adaptive threshold replaces ``warmup_tau``."""
     warmup_tau: float = 0.90
     """Threshold used during the first ``min_events`` turns."""
-    s_mode: str = "blend"
-    """Surprisal: ``blend`` mixes information content and novelty, ``nll`` uses
-    information content alone, ``novelty`` uses novelty alone."""
+    s_mode: str = "nll"
+    """Surprisal: ``nll`` uses the information score (built on the summed
+    negative log-likelihood of the turn's words under the memory's unigram
+    model), ``novelty`` uses novelty alone, ``blend`` mixes the two."""
     s_alpha: float = 0.6
-    """Weight of information content in ``blend`` mode."""
-    s_scale: float = 40.0
-    """Information content (in nats) at which ``S`` reaches about 0.63."""
+    """Weight of the information score in ``blend`` mode."""
+    s_weights: tuple[float, float, float, float] = (0.912, 0.155, 0.918, -0.256)
+    """Logistic weights of the information score's features: log(1 + information
+    in nats), first-person words (at most 4), answers a question, is a question.
+    Fit by logistic regression on LoCoMo conversations 26 and 30."""
+    s_bias: float = -5.035
+    """Logistic intercept of the information score."""
 
     trace_turns: int = 3
     """Eligibility window in turns: uncommitted turns this recent are bound to the next commit."""
@@ -142,7 +148,9 @@ class SidecarConfig:
         _check_range("temp", self.temp, 0.0, 100.0, open_low=True)
         _check_range("merge_threshold", self.merge_threshold, 0.0, 1.0)
         _check_range("s_alpha", self.s_alpha, 0.0, 1.0)
-        _check_range("s_scale", self.s_scale, 0.0, 1e6, open_low=True)
+        _check_numbers("s_weights", self.s_weights, 4)
+        object.__setattr__(self, "s_weights", tuple(float(w) for w in self.s_weights))
+        _check_range("s_bias", self.s_bias, -1e3, 1e3)
         _check_range("warmup_tau", self.warmup_tau, 0.0, 1e6)
         _check_range("trace_decay", self.trace_decay, 0.0, 1.0)
         _check_range("trace_seconds", self.trace_seconds, 0.0, 1e9)
@@ -158,13 +166,8 @@ class SidecarConfig:
             _check_int("key_topk", self.key_topk, minimum=1)
         if self.fixed_tau is not None:
             _check_range("fixed_tau", self.fixed_tau, -1e6, 1e6)
-        weights = tuple(self.affect_weights)
-        if len(weights) != 5 or not all(isinstance(w, (int, float)) for w in weights):
-            raise InvalidInputError(
-                "affect_weights must be five numbers (wS, wN, wA, wC, wR); "
-                f"got {self.affect_weights!r}"
-            )
-        object.__setattr__(self, "affect_weights", tuple(float(w) for w in weights))
+        _check_numbers("affect_weights", self.affect_weights, 5)
+        object.__setattr__(self, "affect_weights", tuple(float(w) for w in self.affect_weights))
         for name in ("hazard_words", "intensifiers", "notable_places", "reward_cues"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
@@ -211,6 +214,14 @@ def _jsonable(value: Any) -> Any:
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_numbers(name: str, value: Any, count: int) -> None:
+    ok = isinstance(value, (tuple, list)) and len(value) == count
+    if ok:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok:
+        raise InvalidInputError(f"{name} must be {count} finite numbers; got {value!r}")
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

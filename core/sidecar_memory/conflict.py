@@ -78,6 +78,26 @@ class Fact:
         return [f"{self.speaker}|{self.attribute}", self.value]
 
 
+# Words a question about an attribute tends to use, added to the key of a turn
+# stating it: "what do I drink now?" should find "not coffee anymore, tea now".
+_ATTRIBUTE_WORDS = {
+    "home": "live home city moved",
+    "employer": "work job employer company",
+    "drink": "drink",
+    "diet": "diet eat food",
+    "favorite color": "favorite color",
+    "dose": "dose take medication",
+}
+
+
+def attribute_words(facts: list[Fact]) -> list[str]:
+    """Words that name the attributes of ``facts``, for adding to a key."""
+    found = []
+    for fact in facts:
+        found.extend(_ATTRIBUTE_WORDS.get(fact.attribute, fact.attribute).split())
+    return found
+
+
 def speaker_of(text: str, role: str) -> tuple[str, str]:
     """Split an optional ``"Name: "`` prefix off a turn. Returns ``(speaker, body)``."""
     match = _SPEAKER_PREFIX.match(text)

@@ -32,6 +32,8 @@ from .text import content_terms, stable_hash
 
 logger = logging.getLogger(__name__)
 
+#: Signed buckets each content term is hashed into.
+LEXICAL_HASHES = 4
 #: Buckets of the document-frequency sketch used for IDF weights.
 DF_BUCKETS = 1 << 14
 
@@ -138,7 +140,12 @@ class HiddenStateReader:
             raise InvalidInputError(f"text {text[:40]!r} produced no tokens; pass text with at least one word")
         with self._lock:
             states = self._run_to_layer(input_ids)  # (1, T, H)
-        pooled = states[0].float().mean(dim=0).cpu()  # (H,)
+        tokens = states[0].float()  # (T, H)
+        # The first position is an attention sink with outsized activations in
+        # most decoder LMs; averaging it in drowns the content of short turns.
+        if tokens.shape[0] > 1:
+            tokens = tokens[1:]
+        pooled = tokens.mean(dim=0).cpu()  # (H,)
         return TurnFeatures(pooled=pooled, n_tokens=int(input_ids.shape[1]))
 
     def _run_to_layer(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -171,23 +178,28 @@ class KeyEncoder:
         self.reader = HiddenStateReader(model, tokenizer, layer=config.key_layer, max_tokens=config.max_key_tokens)
         self.d_hidden = config.d_hidden_part
         self.d_lexical = config.d_key - self.d_hidden
-        self.calibration_mean = self._calibration_mean()  # (H,)
+        self.calibration_mean, self.calibration_std = self._calibration_stats()  # (H,), (H,)
         self.projection = self._projection()  # (H, d_hidden)
 
-    def _calibration_mean(self) -> torch.Tensor:
+    def _calibration_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.reader.hidden_size
         if self.d_hidden == 0:
-            return torch.zeros(self.reader.hidden_size)
+            return torch.zeros(size), torch.ones(size)
         pooled = torch.stack([self.reader.read(text).pooled for text in _CALIBRATION_TEXTS])  # (n, H)
-        return pooled.mean(dim=0)
+        # A few dimensions carry most of the variance of every pooled state;
+        # dividing by the per-dimension spread keeps them from dominating cosine.
+        std = pooled.std(dim=0)
+        return pooled.mean(dim=0), std.clamp_min(float(std.median()) * 0.1)
 
     def _projection(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.config.projection_seed)
         matrix = torch.randn(self.reader.hidden_size, max(self.d_hidden, 1), generator=generator)  # (H, d_hidden)
         return matrix / math.sqrt(max(self.d_hidden, 1))
 
-    def hidden_key(self, pooled: torch.Tensor, *, mean: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
-        """Centre, normalise and project a pooled state. Returns shape ``(d_hidden,)``."""
-        centred = pooled - mean  # (H,)
+    def hidden_key(self, pooled: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
+                   projection: torch.Tensor) -> torch.Tensor:
+        """Standardise, normalise and project a pooled state. Returns shape ``(d_hidden,)``."""
+        centred = (pooled - mean) / std  # (H,)
         centred = centred / centred.norm().clamp_min(1e-8)
         return centred @ projection  # (d_hidden,)
 
@@ -197,11 +209,15 @@ class KeyEncoder:
         counts: dict[str, int] = {}
         for term in terms:
             counts[term] = counts.get(term, 0) + 1
+        buckets = max(self.d_lexical, 1)
         for term, count in counts.items():
-            h = stable_hash(term)
-            bucket = h % self.d_lexical if self.d_lexical else 0
-            sign = 1.0 if (h >> 63) & 1 else -1.0
-            vector[bucket] += sign * (1.0 + math.log(count)) * idf.weight(term)
+            weight = (1.0 + math.log(count)) * idf.weight(term)
+            # Each term lands in several signed buckets, so one collision
+            # blurs a fraction of its weight instead of all of it.
+            for copy in range(LEXICAL_HASHES):
+                h = stable_hash(f"{copy}:{term}")
+                sign = 1.0 if (h >> 63) & 1 else -1.0
+                vector[h % buckets] += sign * weight
         return vector
 
     def combine(self, hidden: torch.Tensor | None, lexical: torch.Tensor | None) -> torch.Tensor:

@@ -5,10 +5,14 @@
 * ``S`` surprisal. Measured on LoCoMo, the LM's mean NLL per token ranks
   the turns that later questions depend on below chance, because short
   generic turns ("Thanks!") are the least predictable per token. What does
-  predict them is how much new content a turn carries, so ``S`` is the total
-  information content of the turn's content words under the memory's own
-  running unigram model (IDF, in nats), squashed by ``1 - exp(-x/s_scale)``;
-  in ``blend`` mode it is mixed with novelty.
+  predict them is how much new content a turn carries and its place in the
+  dialogue. The information part of ``S`` is a logistic score of four
+  measured features: the total information of the turn's content words
+  under the memory's running unigram model (their summed IDF, in nats), the
+  number of first-person words, whether the turn answers a question, and
+  whether it is itself a question. Its weights are a logistic-regression fit
+  on LoCoMo conversations 26 and 30 (see ``SidecarConfig.s_weights``). In
+  ``blend`` mode it is mixed with novelty.
 * ``N`` novelty: ``1 - cos(k, r)`` where ``r = V a`` is what memory
   reconstructs for the key. An empty memory gives ``N = 1``.
 * ``A`` arousal and ``R`` reward come from :mod:`sidecar_memory.affect`;
@@ -22,6 +26,7 @@ The threshold adapts: after ``min_events`` turns it is the running mean of
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 from .config import SidecarConfig
@@ -62,9 +67,38 @@ class Features:
     R: float
 
 
-def surprisal(information_nats: float, novelty: float, config: SidecarConfig) -> float:
-    """Combine information content and novelty into ``S`` according to ``s_mode``."""
-    information = 1.0 - math.exp(-max(information_nats, 0.0) / config.s_scale)
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|i'll|my|me|mine|we|our|us)\b", re.IGNORECASE)
+#: Largest first-person count that still adds to ``S``.
+MAX_FIRST_PERSON = 4
+
+
+@dataclass(frozen=True)
+class DialogueCues:
+    """Text features of a turn that the information score uses."""
+
+    first_person: int
+    is_question: bool
+
+
+def dialogue_cues(body: str) -> DialogueCues:
+    """Count first-person words and check whether the turn ends with a question."""
+    return DialogueCues(len(_FIRST_PERSON.findall(body.replace("’", "'"))), body.rstrip().endswith("?"))
+
+
+def information_score(information_nats: float, cues: DialogueCues, *, answers_question: bool,
+                      config: SidecarConfig) -> float:
+    """Probability-like score in ``(0, 1)`` that a turn carries information worth keeping."""
+    w_info, w_person, w_answer, w_question = config.s_weights
+    logit = (config.s_bias
+             + w_info * math.log1p(max(information_nats, 0.0))
+             + w_person * min(cues.first_person, MAX_FIRST_PERSON)
+             + w_answer * float(answers_question)
+             + w_question * float(cues.is_question))
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def surprisal(information: float, novelty: float, config: SidecarConfig) -> float:
+    """Combine the information score and novelty into ``S`` according to ``s_mode``."""
     if config.s_mode == "nll":
         return information
     if config.s_mode == "novelty":

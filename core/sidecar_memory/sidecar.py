@@ -15,7 +15,7 @@ import torch
 from . import gate as gating
 from .affect import arousal, reward_cues
 from .config import SidecarConfig
-from .conflict import conflicting_slots, extract_facts
+from .conflict import attribute_words, conflicting_slots, extract_facts, speaker_of
 from .encoder import KeyEncoder, shared_encoder, turn_terms
 from .errors import InvalidInputError, StateError
 from .fast_weights import FastWeights, sparsify
@@ -60,6 +60,7 @@ class Sidecar:
             fingerprint=model_fingerprint(self.model, self._encoder.reader.hidden_size),
             projection=self._encoder.projection.clone(),
             calibration_mean=self._encoder.calibration_mean.clone(),
+            calibration_std=self._encoder.calibration_std.clone(),
             weights=FastWeights(cfg.d_key, cfg.rank),
             ledger=[None] * cfg.rank,
         )
@@ -71,7 +72,8 @@ class Sidecar:
         hidden = None
         if self._encoder.d_hidden:
             pooled = self._encoder.reader.read(text).pooled  # (H,)
-            hidden = self._encoder.hidden_key(pooled, mean=state.calibration_mean, projection=state.projection)
+            hidden = self._encoder.hidden_key(pooled, mean=state.calibration_mean, std=state.calibration_std,
+                                              projection=state.projection)
         lexical = self._encoder.lexical_key(terms, state.df) if self._encoder.d_lexical else None
         return self._encoder.combine(hidden, lexical)
 
@@ -106,25 +108,31 @@ class Sidecar:
         if not isinstance(role, str) or not role.strip():
             raise InvalidInputError(f"role must be a non-empty str such as 'user' or 'assistant'; got {role!r}")
         with self._lock:
-            terms = turn_terms(text)
+            facts = extract_facts(text, role)
+            # A stated fact also indexes its attribute's name, so questions that
+            # name the attribute but not the value still find it.
+            terms = turn_terms(text) + turn_terms(" ".join(attribute_words(facts)))
             key = self._key(text, terms)  # (d_key,)
-            return self._observe_key(text, role, key, terms, time.time() if timestamp is None else float(timestamp))
+            now = time.time() if timestamp is None else float(timestamp)
+            return self._observe_key(text, role, key, terms, now, facts)
 
     async def aobserve(self, text: str, role: str = "user", *, timestamp: float | None = None) -> GateDecision:
         """Async :meth:`observe`: the forward pass runs in a worker thread, off the event loop."""
         return await asyncio.to_thread(self.observe, text, role, timestamp=timestamp)
 
-    def _observe_key(self, text: str, role: str, key: torch.Tensor, terms: list[str], now: float) -> GateDecision:
+    def _observe_key(self, text: str, role: str, key: torch.Tensor, terms: list[str], now: float,
+                     facts: list) -> GateDecision:
         state, cfg = self._state, self.config
         read = state.weights.read(key, temperature=cfg.temp)
         cos_kr = None
         if state.slots_used():
             cos_kr = float(torch.nn.functional.cosine_similarity(key, read.reconstruction, dim=0))
         novelty = gating.novelty(cos_kr)
-        information = sum(state.df.weight(t) for t in terms)
+        cues = gating.dialogue_cues(speaker_of(text, role)[1])
+        information = gating.information_score(sum(state.df.weight(t) for t in terms), cues,
+                                               answers_question=state.previous_question, config=cfg)
         affect = arousal(text, cfg)
         asked = reward_cues(text, cfg)
-        facts = extract_facts(text, role)
         stale = conflicting_slots(facts, {i: r.facts for i, r in enumerate(state.ledger) if r and r.facts})
         features = gating.Features(
             S=gating.surprisal(information, novelty, cfg),
@@ -149,6 +157,7 @@ class Sidecar:
         state.df.add(terms)
         state.gate.update(g)
         state.turns += 1
+        state.previous_question = cues.is_question
         state.self_state.update(
             arousal=features.A, conflict=features.C, cues=affect.cues, update_text=text if stale else None
         )
@@ -448,7 +457,7 @@ class Sidecar:
             key = self._key(prompt, terms)
             recalled = self._recall_key(prompt, key, k)
             if observe:
-                self._observe_key(prompt, role, key, terms, time.time())
+                self._observe_key(prompt, role, key, terms, time.time(), extract_facts(prompt, role))
             return recalled
 
 

@@ -53,6 +53,7 @@ class MemoryState:
     fingerprint: dict[str, Any]
     projection: torch.Tensor  # (hidden_size, d_hidden)
     calibration_mean: torch.Tensor  # (hidden_size,)
+    calibration_std: torch.Tensor  # (hidden_size,)
     weights: FastWeights
     ledger: list[SlotRecord | None]
     df: DocumentFrequency = field(default_factory=DocumentFrequency)
@@ -60,6 +61,8 @@ class MemoryState:
     self_state: SelfState = field(default_factory=SelfState)
     pending: list[PendingTurn] = field(default_factory=list)
     turns: int = 0
+    previous_question: bool = False
+    """Whether the latest turn was a question: the next turn may answer it."""
     last_turn: dict[str, Any] | None = None
     """Gate inputs of the latest turn, so ``reward()`` can re-score it."""
 
@@ -90,6 +93,7 @@ def to_blob(state: MemoryState) -> StateBlob:
         "V": state.weights.V.contiguous(),
         "projection": state.projection.contiguous(),
         "calibration_mean": state.calibration_mean.contiguous(),
+        "calibration_std": state.calibration_std.contiguous(),
         "df_counts": state.df.counts.contiguous(),
         "pending_keys": pending_keys,
     }
@@ -105,6 +109,7 @@ def to_blob(state: MemoryState) -> StateBlob:
         "self_state": state.self_state.to_dict(),
         "pending": [{"turn": p.turn, "text": p.text, "timestamp": p.timestamp} for p in state.pending],
         "turns": state.turns,
+        "previous_question": state.previous_question,
         "last_turn": state.last_turn,
     }
     json_bytes = json.dumps(document, ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -158,6 +163,7 @@ def _rebuild(document: dict, tensors: dict, config: SidecarConfig, fingerprint: 
         "V": (config.d_key, config.rank),
         "projection": (hidden, max(config.d_hidden_part, 1)),
         "calibration_mean": (hidden,),
+        "calibration_std": (hidden,),
         "df_counts": (DF_BUCKETS,),
         "pending_keys": (max(config.trace_turns, 1), config.d_key),
     }
@@ -187,6 +193,7 @@ def _rebuild(document: dict, tensors: dict, config: SidecarConfig, fingerprint: 
         fingerprint=saved,
         projection=tensors["projection"].clone(),
         calibration_mean=tensors["calibration_mean"].clone(),
+        calibration_std=tensors["calibration_std"].clone(),
         weights=FastWeights(config.d_key, config.rank, u=tensors["U"].clone(), v=tensors["V"].clone()),
         ledger=ledger,
         df=DocumentFrequency(tensors["df_counts"].clone(), int(document["df_documents"])),
@@ -194,5 +201,6 @@ def _rebuild(document: dict, tensors: dict, config: SidecarConfig, fingerprint: 
         self_state=SelfState(**document["self_state"]),
         pending=pending,
         turns=int(document["turns"]),
+        previous_question=bool(document.get("previous_question", False)),
         last_turn=document.get("last_turn"),
     )

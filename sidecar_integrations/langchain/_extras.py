@@ -10,7 +10,7 @@ LANGCHAIN_EXTRA = "langchain"
 
 
 def require_module(module_name: str, *, purpose: str, extra: str = LANGCHAIN_EXTRA) -> ModuleType:
-    """Import ``module_name`` or raise an ImportError that tells how to install it.
+    """Import ``module_name`` or raise an ImportError with the command that installs it.
 
     ``purpose`` names the adapter that needs the module, for the error message.
     """

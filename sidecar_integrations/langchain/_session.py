@@ -42,14 +42,19 @@ def default_store() -> StateStore:
 def render_memory_text(recall: Recall | None) -> str:
     """Return the system text for ``recall``: a header, the steering prefix and one line per memory.
 
-    Returns an empty string when the recall has neither a prefix nor memories.
+    A memory whose slot also contains nearby turns (bound by eligibility traces)
+    shows them after it as ``(context: ...)``. Returns an empty string when the
+    recall has neither a prefix nor memories.
     """
     if recall is None:
         return ""
-    body = recall.as_text(include_prefix=True).strip()
-    if not body:
+    lines = [recall.prefix.strip()] if recall.prefix.strip() else []
+    for item in recall.memories:
+        context = item.context.strip()
+        lines.append(f"- {item.text} (context: {context})" if context else f"- {item.text}")
+    if not lines:
         return ""
-    return f"{MEMORY_HEADER}\n{body}"
+    return "\n".join([MEMORY_HEADER, *lines])
 
 
 def open_session(

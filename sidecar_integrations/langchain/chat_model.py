@@ -45,6 +45,9 @@ DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_TOP_P = 0.9
 """Nucleus-sampling mass used when ``temperature`` is above zero."""
 
+DEFAULT_REPETITION_PENALTY = 1.1
+"""Penalty on repeated tokens. Without it, greedy decoding of small models repeats one sentence."""
+
 TOOL_CALL_KEYWORD = "CALL"
 """First word of a tool-call line: ``CALL <tool name> <JSON object of arguments>``."""
 
@@ -61,8 +64,11 @@ class SidecarChatModel(BaseChatModel):
 
     Message mapping: every system message is merged, in order, into one leading
     system turn, because small chat templates honor only a first system turn.
-    Human messages become ``user`` turns and AI messages ``assistant`` turns.
-    Tool results become ``user`` turns that start with ``Result of tool <name>:``.
+    Human messages become ``user`` turns and AI messages with text ``assistant``
+    turns. An AI message that only calls tools leaves no turn, and each tool
+    result (``Result of tool <name>: ...``) is appended to the user turn before
+    it. Small models tend to copy a rendered call instead of answering, which is
+    why the calls are left out.
 
     Tool calls: :meth:`bind_tools` lists the tools in the system turn and asks
     the model to answer a tool call as one line ``CALL <name> {json arguments}``.
@@ -89,13 +95,25 @@ class SidecarChatModel(BaseChatModel):
     temperature: float = Field(
         default=0.0,
         ge=0.0,
-        description="Sampling temperature; 0 selects greedy decoding, which makes outputs repeatable.",
+        description="Sampling temperature. 0 selects greedy decoding, which makes outputs repeatable.",
     )
     top_p: float = Field(
         default=DEFAULT_TOP_P,
         gt=0.0,
         le=1.0,
         description="Nucleus-sampling mass, used only when temperature is above 0.",
+    )
+    repetition_penalty: float = Field(
+        default=DEFAULT_REPETITION_PENALTY,
+        ge=1.0,
+        description="Penalty on tokens already in the prompt or reply (transformers' repetition_penalty). 1 turns it off.",
+    )
+    answer_after_tool_result: bool = Field(
+        default=True,
+        description=(
+            "When the last message is a tool result, leave the tools out and generate a plain-text answer; "
+            "small models otherwise tend to repeat the tool call."
+        ),
     )
 
     _generate_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -111,6 +129,7 @@ class SidecarChatModel(BaseChatModel):
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
         }
 
     def bind_tools(
@@ -140,6 +159,8 @@ class SidecarChatModel(BaseChatModel):
     ) -> ChatResult:
         tools: list[dict[str, Any]] = kwargs.get("tools") or []
         forced_tool: str | None = kwargs.get("tool_choice")
+        if tools and self.answer_after_tool_result and messages and isinstance(messages[-1], ToolMessage):
+            tools, forced_tool = [], None
         conversation = _to_chat_turns(messages, tools)
         reply_start = _forced_reply_start(forced_tool, tools) if tools else ""
         text = self._complete(conversation, reply_start=reply_start)
@@ -153,7 +174,7 @@ class SidecarChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _complete(self, conversation: list[dict[str, str]], *, reply_start: str) -> str:
-        """Generate the assistant reply for ``conversation``; ``reply_start`` is already written."""
+        """Generate the rest of the assistant reply for ``conversation`` after ``reply_start``."""
         prompt = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         prompt += reply_start
         # Chat templates already contain the special tokens, so none are added again.
@@ -165,6 +186,7 @@ class SidecarChatModel(BaseChatModel):
         generate_options: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            "repetition_penalty": self.repetition_penalty,
         }
         if self.temperature > 0:
             generate_options.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
@@ -273,10 +295,16 @@ def _to_chat_turns(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> 
         elif isinstance(message, HumanMessage):
             turns.append({"role": "user", "content": message.text})
         elif isinstance(message, AIMessage):
-            turns.append({"role": "assistant", "content": _render_ai_message(message)})
+            # A reply that only calls tools leaves no turn: its results are shown with the user turn.
+            if message.text.strip():
+                turns.append({"role": "assistant", "content": message.text})
         elif isinstance(message, ToolMessage):
             tool_name = message.name or "tool"
-            turns.append({"role": "user", "content": f"Result of tool {tool_name}: {message.text}"})
+            result = f"Result of tool {tool_name}: {message.text}"
+            if turns and turns[-1]["role"] == "user":
+                turns[-1] = {"role": "user", "content": f"{turns[-1]['content']}\n\n{result}"}
+            else:
+                turns.append({"role": "user", "content": result})
         else:
             raise ValueError(
                 f"Unsupported message type {type(message).__name__}; "
@@ -288,11 +316,6 @@ def _to_chat_turns(messages: list[BaseMessage], tools: list[dict[str, Any]]) -> 
     if system_text:
         turns.insert(0, {"role": "system", "content": system_text})
     return turns
-
-
-def _render_ai_message(message: AIMessage) -> str:
-    calls = [f"{TOOL_CALL_KEYWORD} {call['name']} {json.dumps(call['args'])}" for call in message.tool_calls]
-    return "\n".join([message.text, *calls]).strip()
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> str:

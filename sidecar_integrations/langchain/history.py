@@ -122,7 +122,7 @@ class SidecarChatMessageHistory(BaseChatMessageHistory):
     def messages_for(self, query: str) -> list[BaseMessage]:
         """Return what `messages` returns, but with memories recalled for ``query``.
 
-        Use it when the chain knows the new human input before the model call,
+        Use it when the chain has the new human input before the model call,
         so that recall matches the current question instead of the previous one.
         """
         return _assemble(self.memory.recall(query, k=self.recall_k), self.window.load())
@@ -139,18 +139,18 @@ class SidecarChatMessageHistory(BaseChatMessageHistory):
         for role, text in _turns(messages):
             decision = self.memory.observe(text, role=role)
             logger.debug("session %s: %s turn committed=%s (%s)", self.session_id, role, decision.committed, decision.reason)
-        kept = _window_messages(messages)
-        if kept:
-            self.window.extend(kept)
+        window_messages = _window_messages(messages)
+        if window_messages:
+            self.window.extend(window_messages)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async `add_messages` through the engine's ``aobserve`` and the store's async methods."""
         for role, text in _turns(messages):
             decision = await self.memory.aobserve(text, role=role)
             logger.debug("session %s: %s turn committed=%s (%s)", self.session_id, role, decision.committed, decision.reason)
-        kept = _window_messages(messages)
-        if kept:
-            await self.window.aextend(kept)
+        window_messages = _window_messages(messages)
+        if window_messages:
+            await self.window.aextend(window_messages)
 
     def clear(self) -> None:
         """Delete the session's memory state and its recent-message window."""

@@ -45,11 +45,15 @@ SessionResolver = Callable[[Runtime[Any]], "str | None"]
 class SidecarMiddleware(AgentMiddleware):
     """Agent middleware that recalls before each model call and commits after it.
 
-    The memory session id is, in this order: ``session_resolver(runtime)`` when
-    given; the first of ``session_keys`` found in the runtime context (a mapping
-    or an object with that attribute); the first found in
-    ``config["configurable"]``; the run's ``thread_id``. An agent run with none
-    of them raises ``ValueError``.
+    The memory session id is the first of these that is set:
+
+    1. ``session_resolver(runtime)``, when a resolver is given.
+    2. The first of ``session_keys`` in the runtime context (a mapping, or an
+       object with that attribute).
+    3. The first of ``session_keys`` in ``config["configurable"]``.
+    4. The run's ``thread_id``.
+
+    An agent run with none of them raises ``ValueError``.
 
     Args:
         model: Hugging Face causal LM used by the engine.

@@ -2,7 +2,7 @@
 
 The window is a small JSON blob saved under a session id derived from the
 chat session's id (``<session_id>`` + :data:`WINDOW_SESSION_SUFFIX`), in the
-same store that holds the engine state. Every append trims it to the limits,
+same store that contains the engine state. Every append trims it to the limits,
 so its size stays bounded however long the session runs.
 """
 

@@ -6,6 +6,7 @@ The adapters use only the engine's public API: ``sidecar_memory.SessionMemory``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,22 @@ def build_session(*, model: Any, tokenizer: Any, store: Any, session_id: str | N
     from sidecar_memory import SessionMemory
 
     return SessionMemory(model, tokenizer, store, session_id, config=config)
+
+
+def clear_session(session: Any) -> None:
+    """Delete every long-term memory of ``session`` (``clear()``, or ``forget(all=True)`` on a ``Sidecar``)."""
+    if callable(getattr(session, "clear", None)):
+        session.clear()
+    else:
+        session.forget(all=True)
+
+
+async def aclear_session(session: Any) -> None:
+    """Async :func:`clear_session`; a session without ``aclear`` is cleared in a worker thread."""
+    if callable(getattr(session, "aclear", None)):
+        await session.aclear()
+    else:
+        await asyncio.to_thread(clear_session, session)
 
 
 def hf_token_counter(tokenizer: Any) -> Callable[[str], list]:

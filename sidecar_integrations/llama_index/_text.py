@@ -27,6 +27,9 @@ DEFAULT_COMMIT_ROLES = ("user", "assistant")
 DEFAULT_QUERY_ROLES = ("user",)
 """Message roles whose text forms the recall query."""
 
+DEFAULT_RECALL_K = 5
+"""Memories recalled per read, the engine's own default (``SidecarConfig.recall_k``)."""
+
 _SAMPLE_MEMORY_FIELDS = {
     "text": "sample text",
     "context": "",
@@ -106,9 +109,9 @@ def render_recall(
 ) -> tuple[list[str], list[str]]:
     """Render a ``sidecar_memory.Recall`` as ``(lead_lines, memory_lines)``.
 
-    ``lead_lines`` holds the steering prefix (when ``include_prefix`` is set and
+    ``lead_lines`` contains the steering prefix (when ``include_prefix`` is set and
     the prefix is not empty) and, when any memory is listed, ``memory_header``.
-    ``memory_lines`` holds one formatted line per memory, most relevant first,
+    ``memory_lines`` contains one formatted line per memory, most relevant first,
     without the memories whose score is below ``min_score``. Both lists are
     empty when there is nothing to show.
     """

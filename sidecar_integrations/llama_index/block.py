@@ -2,7 +2,7 @@
 
 ``Memory`` keeps recent messages in a FIFO queue. When the queue passes its
 token limit, it flushes the oldest messages to every memory block with the
-session id, and before each LLM call it asks every block for content. This
+session id, and before each LLM call it requests content from every block. This
 block commits the flushed messages to the sidecar memory of that session and
 answers with the memories recalled for the latest messages.
 """
@@ -26,6 +26,7 @@ from sidecar_integrations.llama_index._text import (
     DEFAULT_MEMORY_HEADER,
     DEFAULT_MEMORY_LINE_TEMPLATE,
     DEFAULT_QUERY_ROLES,
+    DEFAULT_RECALL_K,
     build_query,
     message_role,
     message_text,
@@ -39,14 +40,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_BLOCK_NAME = "sidecar_memory"
 """Block name; ``Memory`` wraps the block's content in a tag of this name."""
 
-DEFAULT_RECALL_K = 5
-"""Memories recalled per ``aget``."""
-
 DEFAULT_QUERY_MESSAGES = 1
 """Latest messages (of ``query_roles``) whose text forms the recall query."""
 
-DEFAULT_MAX_CACHED_SESSIONS = 256
-"""Session objects kept between calls. Each one reloads its state from the store on use, so evicting is safe."""
+DEFAULT_MAX_CACHED_SESSIONS = 32
+"""Session objects kept between calls.
+
+A ``SessionMemory`` keeps a parsed copy of the last state it saw: about 3.6 MB
+with the default ``SidecarConfig`` (a 1.8 MB state, measured with
+``Sidecar.state_nbytes()``, plus its stored bytes). Evicting one is safe,
+because a session reloads its state from the store on use.
+"""
 
 SESSION_ID_KEY = "session_id"
 """Key under which ``Memory`` stores the session id in a flushed message's ``additional_kwargs``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -68,16 +69,23 @@ FORCED_TOOL_CHOICES = ("any", "required")
 """``tool_choice`` values that force some tool call without naming the tool."""
 
 
-def to_template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+def to_template_turns(
+    messages: Sequence[ChatMessage], *, include_tool_calls: bool = True
+) -> list[dict[str, str]]:
     """Map LlamaIndex messages to ``{"role", "content"}`` turns for ``apply_chat_template``.
 
     Every system (and developer) message is merged, in order, into one leading
-    system turn, because small chat templates honor only a first system turn.
-    Tool results become user turns that start with ``Result of tool``, and an
-    assistant tool call becomes the text ``CALL <name> <JSON arguments>``.
+    system turn. A chat template reads a leading system turn as the system
+    prompt, and SmolLM2's template adds a default one when the first turn is
+    not a system turn.
+    Tool results become user turns that start with ``Result of tool <name>``.
+    An assistant tool call becomes the text ``CALL <name> <JSON arguments>``,
+    or is left out when ``include_tool_calls`` is False (an assistant message
+    with no other text is then dropped).
     """
     system_parts: list[str] = []
     turns: list[dict[str, str]] = []
+    tool_names: dict[str, str] = {}
     for message in messages:
         role = message_role(message)
         text = message_text(message)
@@ -85,18 +93,22 @@ def to_template_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
             if text:
                 system_parts.append(text)
         elif role in ("tool", "function"):
-            tool_name = message.additional_kwargs.get("name") or message.additional_kwargs.get("tool_name")
+            extra = message.additional_kwargs
+            tool_name = extra.get("name") or extra.get("tool_name") or tool_names.get(extra.get("tool_call_id", ""))
             label = f"{TOOL_RESULT_PREFIX} {tool_name}" if tool_name else TOOL_RESULT_PREFIX
             turns.append({"role": "user", "content": f"{label}: {text}"})
         elif role == "user":
             turns.append({"role": "user", "content": text})
         else:
-            calls = [
-                f"{TOOL_CALL_KEYWORD} {block.tool_name} {json.dumps(block.tool_kwargs)}"
-                for block in message.blocks
-                if isinstance(block, ToolCallBlock)
+            calls = [block for block in message.blocks if isinstance(block, ToolCallBlock)]
+            for call in calls:
+                tool_names[call.tool_call_id or ""] = call.tool_name
+            call_lines = [
+                f"{TOOL_CALL_KEYWORD} {call.tool_name} {json.dumps(call.tool_kwargs)}" for call in calls
             ]
-            turns.append({"role": "assistant", "content": "\n".join([text, *calls]).strip()})
+            content = "\n".join([text, *call_lines]) if include_tool_calls else text
+            if content.strip():
+                turns.append({"role": "assistant", "content": content.strip()})
 
     if system_parts:
         turns.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
@@ -196,10 +208,12 @@ class SidecarLLM(CustomLLM):
 
     # -- prompt rendering ------------------------------------------------------
 
-    def render_messages(self, messages: Sequence[ChatMessage]) -> str:
+    def render_messages(self, messages: Sequence[ChatMessage], *, include_tool_calls: bool = True) -> str:
         """Render ``messages`` with the chat template, ending with the assistant generation prompt."""
         return self.tokenizer.apply_chat_template(
-            to_template_turns(messages), tokenize=False, add_generation_prompt=True
+            to_template_turns(messages, include_tool_calls=include_tool_calls),
+            tokenize=False,
+            add_generation_prompt=True,
         )
 
     def render_completion(self, prompt: str) -> str:
@@ -295,26 +309,37 @@ class SidecarToolCallingLLM(SidecarLLM, FunctionCallingLLM):
 
     Convention:
 
-    * When tools are offered, the system turn lists them and asks for a tool
+    * When tools are offered, the system turn lists them and requests a tool
       call as one line ``CALL <tool name> <JSON object of arguments>``. A reply
       in that form becomes an assistant message with a ``ToolCallBlock``, and
-      any other reply is a plain text answer.
+      any other reply is a plain text answer. Arguments the tool does not
+      declare are dropped. With ``list_tools_when_optional=False`` tools are
+      offered only when the call forces one.
     * When the call forces a tool (``tool_choice`` names one, or is ``"any"``
       or ``"required"``, or ``tool_required=True``), the reply is started with
-      ``CALL <name> {`` so the model writes only the arguments. With ``"any"``
-      and several tools the model also writes the name.
+      ``CALL <name> {"<first parameter>": `` (and an opening quote for a string
+      parameter), so the model writes only the values. With ``"any"`` and
+      several tools the model also writes the name.
     * One tool round per user turn: once a tool result follows the latest user
       message, tools are no longer offered and the model answers in text. Small
       models otherwise tend to repeat the call.
 
-    NOTE: a 135M-parameter model fills arguments from the user's words only
-    when they are spelled out plainly; a reply that does not parse is returned
-    as text, and ``FunctionAgent`` then ends the turn without a tool call.
+    NOTE: a 135M-parameter model often writes wrong argument values, and only
+    the argument names are checked (against the tool's schema). A reply that
+    does not parse is returned as text, and ``FunctionAgent`` then ends the
+    turn without a tool call.
     """
 
     tool_call_max_new_tokens: int = Field(
         default=DEFAULT_TOOL_CALL_MAX_NEW_TOKENS,
         description="New tokens generated for a tool call's name and arguments.",
+    )
+    list_tools_when_optional: bool = Field(
+        default=True,
+        description=(
+            "Whether the system turn lists the tools when the call does not force one. Small models "
+            "often repeat the list instead of answering; False answers such turns in plain text."
+        ),
     )
 
     @classmethod
@@ -357,22 +382,26 @@ class SidecarToolCallingLLM(SidecarLLM, FunctionCallingLLM):
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Answer ``messages``; with ``tools=`` the reply may be a tool call (see the class docstring)."""
+        """Generate the reply to ``messages``. With ``tools=`` the reply may be a tool call (see the class docstring)."""
         tools = kwargs.pop("tools", None) or []
         tool_required = bool(kwargs.pop("tool_required", False))
         tool_choice = kwargs.pop("tool_choice", None)
-        if not tools or self._tool_round_done(messages):
-            prompt = self.render_messages(messages)
+        forced_name = self._forced_tool_name(tools, tool_choice, tool_required) if tools else None
+        forced = forced_name is not None or tool_required or tool_choice in FORCED_TOOL_CHOICES
+        offer_tools = bool(tools) and (forced or self.list_tools_when_optional)
+        if not offer_tools or self._tool_round_done(messages):
+            # Earlier CALL lines are left out of this prompt, because small models
+            # that see them repeat the call instead of using its result.
+            prompt = self.render_messages(messages, include_tool_calls=False)
             text = self.generate_text(prompt, max_new_tokens=kwargs.get("max_new_tokens"))
             return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text))
 
-        forced_name = self._forced_tool_name(tools, tool_choice, tool_required)
-        forced = forced_name is not None or tool_required or tool_choice in FORCED_TOOL_CHOICES
+        # The tool list goes last in the merged system turn, nearest to the reply.
         prompt = self.render_messages(
-            [ChatMessage(role=MessageRole.SYSTEM, content=self._tool_instructions(tools)), *messages]
+            [*messages, ChatMessage(role=MessageRole.SYSTEM, content=self._tool_instructions(tools))]
         )
         if forced_name is not None:
-            prefill = f"{TOOL_CALL_KEYWORD} {forced_name} {{"
+            prefill = f"{TOOL_CALL_KEYWORD} {forced_name} " + self._arguments_prefill(tools, forced_name)
         elif forced:
             prefill = f"{TOOL_CALL_KEYWORD} "
         else:
@@ -448,6 +477,17 @@ class SidecarToolCallingLLM(SidecarLLM, FunctionCallingLLM):
         return None
 
     @staticmethod
+    def _arguments_prefill(tools: Sequence[Any], tool_name: str) -> str:
+        """Start the JSON arguments up to the first parameter's value, so the model writes only values."""
+        tool = next(tool for tool in tools if tool.metadata.get_name() == tool_name)
+        properties = tool.metadata.get_parameters_dict().get("properties", {})
+        if not properties:
+            return "{"
+        first_name, first_spec = next(iter(properties.items()))
+        opening_quote = '"' if first_spec.get("type") == "string" else ""
+        return f'{{"{first_name}": {opening_quote}'
+
+    @staticmethod
     def _tool_instructions(tools: Sequence[Any]) -> str:
         lines = [
             "You can call these tools:",
@@ -471,17 +511,42 @@ class SidecarToolCallingLLM(SidecarLLM, FunctionCallingLLM):
         stripped = reply.strip()
         parts = stripped.split(None, 2)
         if len(parts) >= 2 and parts[0] == TOOL_CALL_KEYWORD and parts[1] in names:
-            arguments_text = parts[2] if len(parts) == 3 else "{}"
-            try:
-                arguments, _ = json.JSONDecoder().raw_decode(arguments_text)
-            except json.JSONDecodeError:
-                arguments = None
+            arguments = _decode_arguments(parts[2] if len(parts) == 3 else "{}")
             if isinstance(arguments, dict):
                 block = ToolCallBlock(
                     tool_call_id=f"call-{uuid.uuid4().hex[:12]}",
                     tool_name=parts[1],
-                    tool_kwargs=arguments,
+                    tool_kwargs=_known_arguments(arguments, tools, parts[1]),
                 )
                 return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
             logger.info("tool call %r has arguments that are not a JSON object; returning it as text", stripped)
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=[TextBlock(text=stripped)])
+
+
+_BARE_KEY = re.compile(r"([{,]\s*)([A-Za-z_][A-Za-z0-9_]*)(\s*:)")
+
+
+def _decode_arguments(text: str) -> Any:
+    """Decode the first JSON object in ``text``; return None when there is none.
+
+    Small models often write keys without quotes (``{city: "Paris"}``), so a
+    failed decode is retried once with bare keys quoted. Text after the
+    object is ignored.
+    """
+    for candidate in (text, _BARE_KEY.sub(r'\1"\2"\3', text)):
+        try:
+            value, _ = json.JSONDecoder().raw_decode(candidate.strip())
+        except json.JSONDecodeError:
+            continue
+        return value
+    return None
+
+
+def _known_arguments(arguments: dict[str, Any], tools: Sequence[Any], tool_name: str) -> dict[str, Any]:
+    """Drop the arguments that the tool's schema does not name; small models invent extra ones."""
+    tool = next(tool for tool in tools if tool.metadata.get_name() == tool_name)
+    known = set(tool.metadata.get_parameters_dict().get("properties", {}))
+    unknown = sorted(set(arguments) - known)
+    if unknown:
+        logger.info("dropping argument(s) %s that tool %r does not declare", unknown, tool_name)
+    return {name: value for name, value in arguments.items() if name in known}

@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import (
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializeAsAny,
     field_serializer,
     field_validator,
@@ -28,7 +29,9 @@ from llama_index.core.utils import get_tokenizer
 
 from sidecar_integrations.llama_index._sessions import (
     SESSION_METHODS,
+    aclear_session,
     build_session,
+    clear_session,
     hf_token_counter,
     validate_session,
 )
@@ -36,6 +39,7 @@ from sidecar_integrations.llama_index._text import (
     DEFAULT_COMMIT_ROLES,
     DEFAULT_MEMORY_HEADER,
     DEFAULT_MEMORY_LINE_TEMPLATE,
+    DEFAULT_RECALL_K,
     build_query,
     message_role,
     message_text,
@@ -52,16 +56,12 @@ DEFAULT_TOKEN_LIMIT = 3000
 DEFAULT_TOKEN_LIMIT_RATIO = 0.75
 """Share of an LLM's context window used as the token limit by ``from_defaults(llm=...)``."""
 
-DEFAULT_RECALL_K = 5
-"""Memories recalled per ``get``."""
-
-
 class SidecarMemory(BaseMemory):
     """Chat memory for LlamaIndex chat engines, backed by one session's sidecar memory.
 
-    ``put`` appends the message to the short-term ``chat_store`` and, when its
-    role is in ``commit_roles``, observes its text (gate-and-commit; the gate
-    decides whether it is written). ``get(input=...)`` recalls memories for
+    ``put`` appends the message to the short-term ``chat_store``. When its role
+    is in ``commit_roles``, it also observes its text, and the engine's gate
+    decides whether the text is committed. ``get(input=...)`` recalls memories for
     ``input``, or for the latest user message when ``input`` is None, and
     returns a system message with the steering prefix and the memories,
     followed by the most recent messages that fit ``token_limit``.
@@ -136,9 +136,16 @@ class SidecarMemory(BaseMemory):
         ),
     )
 
+    _last_decision: Any = PrivateAttr(default=None)
+
     @classmethod
     def class_name(cls) -> str:
         return "SidecarMemory"
+
+    @property
+    def last_decision(self) -> Any:
+        """``GateDecision`` of the latest observed message (whether the gate committed it), or None."""
+        return self._last_decision
 
     @model_validator(mode="before")
     @classmethod
@@ -216,8 +223,8 @@ class SidecarMemory(BaseMemory):
             )
         elif any(value is not None for value in (model, store, session_id, config)):
             raise ValueError(
-                "pass either session= or model=/tokenizer=/store=/session_id=/config= to "
-                "SidecarMemory.from_defaults, not both"
+                "pass either session= or model=/store=/session_id=/config= to "
+                "SidecarMemory.from_defaults, not both (tokenizer= may go with either)"
             )
 
         if token_limit is None:
@@ -321,12 +328,12 @@ class SidecarMemory(BaseMemory):
     def clear(self) -> None:
         """Delete the recent messages and every long-term memory of this session."""
         self.reset()
-        self.session.clear()
+        clear_session(self.session)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
         await self.areset()
-        await self.session.aclear()
+        await aclear_session(self.session)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -344,14 +351,16 @@ class SidecarMemory(BaseMemory):
         return message_text(message), role
 
     def _log_decision(self, decision: Any) -> None:
+        self._last_decision = decision
         logger.debug(
-            "session %s: turn %s (%s) committed=%s G=%.3f tau=%.3f",
+            "session %s: turn %s (%s) committed=%s G=%.3f tau=%.3f %s",
             self.chat_store_key,
             getattr(decision, "turn", "?"),
             getattr(decision, "role", "?"),
             getattr(decision, "committed", "?"),
             getattr(decision, "G", float("nan")),
             getattr(decision, "tau", float("nan")),
+            getattr(decision, "reason", ""),
         )
 
     def _count_tokens(self, text: str) -> int:

@@ -108,14 +108,16 @@ class UpdateRetriesExhaustedError(StateError):
     """`StateStore.update` lost the compare-and-set race more times than allowed."""
 
 
-SQL_IDENTIFIER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# SQL stores add "_versions" to the table name for their second table, and PostgreSQL
+# truncates identifiers at 63 bytes.
+SQL_IDENTIFIER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,53}")
 
 
 def validate_table_name(table: object) -> str:
     """Return ``table`` unchanged if it is a plain SQL identifier, else raise ValueError."""
     if not isinstance(table, str) or SQL_IDENTIFIER_PATTERN.fullmatch(table) is None:
         raise ValueError(
-            f"invalid table name {table!r}: use 1 to 63 characters from A-Z a-z 0-9 _, not starting with a digit"
+            f"invalid table name {table!r}: use 1 to 54 characters from A-Z a-z 0-9 _, not starting with a digit"
         )
     return table
 

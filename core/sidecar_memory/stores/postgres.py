@@ -1,10 +1,17 @@
-"""`PostgresStore`: sessions as rows of one PostgreSQL table.
+"""`PostgresStore`: sessions as rows of two PostgreSQL tables.
 
-One row per session holds the current version and the previous one (the backup), like
-`SQLiteStore`. The compare-and-set is ``INSERT ... ON CONFLICT DO NOTHING`` for the first
-version and ``UPDATE ... WHERE version = %s`` afterwards; each is one statement in its
-own transaction, so a crashed client never leaves a partial write. The table is created
-on first use under an advisory lock, so many processes may start at once.
+Table layout (names shown for the default ``table="sidecar_state"``)::
+
+    sidecar_state           (namespace, session_id) -> version, updated_at     one row per session
+    sidecar_state_versions  (namespace, session_id, version) -> manifest, payload
+
+A save is one transaction: the compare-and-set on the session row
+(``INSERT ... ON CONFLICT DO NOTHING`` for the first version, ``UPDATE ... WHERE
+version = %s`` afterwards, which row-locks the session until commit), the insert of the
+new version row and the removal of versions older than the previous one. A client that
+dies mid-save leaves the last committed state. Each payload is written once; the backup
+is the row written by the save before. The tables are created on first use under an
+advisory lock, so many processes may start at once.
 """
 
 from __future__ import annotations
@@ -82,19 +89,26 @@ class PostgresStore(StateStore):
         return self._to_state(session_id, row, previous=True)
 
     def _save(self, session_id: str, blob: StateBlob, expected_version: int) -> int:
-        query, parameters = self._save_statement(session_id, blob, expected_version)
-        with self._cursor() as cursor:
-            cursor.execute(query, parameters)
+        claim, claim_parameters, insert, insert_parameters = self._save_statements(session_id, blob, expected_version)
+        key = (self.namespace, session_id)
+        with self._cursor() as cursor, cursor.connection.transaction() as transaction:
+            cursor.execute(claim, claim_parameters)
             if cursor.rowcount == 1:
+                cursor.execute(insert, insert_parameters)
+                cursor.execute(self._statements.prune, (*key, expected_version))
                 return expected_version + 1
-            cursor.execute(self._statements.version, (self.namespace, session_id))
+            cursor.execute(self._statements.version, key)
             row = cursor.fetchone()
+            transaction.rollback = True  # nothing was written; end the transaction cleanly
         raise VersionConflictError(session_id, expected_version, row[0] if row else 0, where=self._location(session_id))
 
     def _delete(self, session_id: str) -> bool:
-        with self._cursor() as cursor:
-            cursor.execute(self._statements.delete, (self.namespace, session_id))
-            return cursor.rowcount > 0
+        key = (self.namespace, session_id)
+        with self._cursor() as cursor, cursor.connection.transaction():
+            cursor.execute(self._statements.delete_session, key)
+            existed = cursor.rowcount > 0
+            cursor.execute(self._statements.delete_versions, key)
+        return existed
 
     def _list(self) -> list[str]:
         with self._cursor() as cursor:

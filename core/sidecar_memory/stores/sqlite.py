@@ -1,26 +1,30 @@
 """`SQLiteStore`: many sessions in one embedded SQLite database file.
 
-One row per session holds the current version and the previous one (the backup)::
+Two tables (names shown for the default ``table="sidecar_state"``)::
 
-    namespace, session_id        primary key
-    version, manifest, payload   current version
-    previous_version, previous_manifest, previous_payload
-    updated_at                   seconds since the epoch
+    sidecar_state           (namespace, session_id) -> version, updated_at     one row per session
+    sidecar_state_versions  (namespace, session_id, version) -> manifest, payload
 
-A save is a single statement, so SQLite's transaction journal makes it all-or-nothing.
-The compare-and-set is ``INSERT ... ON CONFLICT DO NOTHING`` for the first version and
-``UPDATE ... WHERE version = ?`` afterwards. The database runs in WAL mode with
-``synchronous=FULL`` (a committed save survives a power loss) and ``secure_delete=ON``
-(deleted rows are overwritten with zeros in the database file).
+A save runs in one ``BEGIN IMMEDIATE`` transaction: the compare-and-set on the session
+row (``INSERT ... ON CONFLICT DO NOTHING`` for the first version, ``UPDATE ... WHERE
+version = ?`` afterwards), the insert of the new version row, and the removal of
+versions older than the previous one. SQLite's journal makes the transaction
+all-or-nothing, so a process killed mid-save leaves the last committed state. Each
+payload is written once; the backup is the row written by the save before.
+
+The database runs in WAL mode with ``synchronous=FULL`` (a committed save survives a
+power loss) and ``secure_delete=ON`` (deleted rows are overwritten with zeros).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .base import (
@@ -43,7 +47,7 @@ BUSY_TIMEOUT_SECONDS = 60.0
 
 
 class SQLiteStore(StateStore):
-    """Sessions as rows of one table in a SQLite file; safe for several threads and processes.
+    """Sessions as rows in a SQLite file; safe for several threads and processes on one machine.
 
     Each thread opens its own connection. NOTE: SQLite's locking needs a local file system;
     do not share the database file over NFS or SMB.
@@ -58,6 +62,7 @@ class SQLiteStore(StateStore):
             )
         self.path = Path(path)
         self.table = validate_table_name(table)
+        self.versions_table = f"{self.table}_versions"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -66,57 +71,60 @@ class SQLiteStore(StateStore):
     # -- hooks --------------------------------------------------------------
 
     def _load(self, session_id: str) -> StoredState | None:
-        row = self._execute(
-            f"SELECT version, manifest, payload FROM {self.table} WHERE namespace = ? AND session_id = ?",
-            (self.namespace, session_id),
-        ).fetchone()
-        return self._to_state(session_id, row)
+        return self._load_at_offset(session_id, 0)
 
     def _load_previous(self, session_id: str) -> StoredState | None:
-        row = self._execute(
-            f"SELECT previous_version, previous_manifest, previous_payload FROM {self.table} "
-            f"WHERE namespace = ? AND session_id = ?",
-            (self.namespace, session_id),
-        ).fetchone()
-        return self._to_state(session_id, row, previous=True)
+        return self._load_at_offset(session_id, 1)
 
     def _save(self, session_id: str, blob: StateBlob, expected_version: int) -> int:
         manifest = encode_manifest(build_manifest(blob))
         payload = pack_payload(blob)
-        now = time.time()
-        if expected_version == 0:
-            cursor = self._execute(
-                f"INSERT INTO {self.table} (namespace, session_id, version, manifest, payload, updated_at) "
-                f"VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (namespace, session_id) DO NOTHING",
-                (self.namespace, session_id, manifest, payload, now),
+        key = (self.namespace, session_id)
+        new_version = expected_version + 1
+        with self._transaction() as connection:
+            if expected_version == 0:
+                cursor = connection.execute(
+                    f"INSERT INTO {self.table} (namespace, session_id, version, updated_at) VALUES (?, ?, 1, ?) "
+                    f"ON CONFLICT (namespace, session_id) DO NOTHING",
+                    (*key, time.time()),
+                )
+            else:
+                cursor = connection.execute(
+                    f"UPDATE {self.table} SET version = version + 1, updated_at = ? "
+                    f"WHERE namespace = ? AND session_id = ? AND version = ?",
+                    (time.time(), *key, expected_version),
+                )
+            if cursor.rowcount != 1:
+                row = connection.execute(
+                    f"SELECT version FROM {self.table} WHERE namespace = ? AND session_id = ?", key
+                ).fetchone()
+                raise VersionConflictError(
+                    session_id, expected_version, row[0] if row else 0, where=self._location(session_id)
+                )
+            connection.execute(
+                f"INSERT INTO {self.versions_table} (namespace, session_id, version, manifest, payload) "
+                f"VALUES (?, ?, ?, ?, ?)",
+                (*key, new_version, manifest, payload),
             )
-        else:
-            # SET expressions read the row's old values, so the current version moves to previous_*.
-            cursor = self._execute(
-                f"UPDATE {self.table} SET previous_version = version, previous_manifest = manifest, "
-                f"previous_payload = payload, version = version + 1, manifest = ?, payload = ?, updated_at = ? "
-                f"WHERE namespace = ? AND session_id = ? AND version = ?",
-                (manifest, payload, now, self.namespace, session_id, expected_version),
+            connection.execute(
+                f"DELETE FROM {self.versions_table} WHERE namespace = ? AND session_id = ? AND version < ?",
+                (*key, new_version - 1),
             )
-        if cursor.rowcount == 1:
-            return expected_version + 1
-        row = self._execute(
-            f"SELECT version FROM {self.table} WHERE namespace = ? AND session_id = ?",
-            (self.namespace, session_id),
-        ).fetchone()
-        raise VersionConflictError(session_id, expected_version, row[0] if row else 0, where=self._location(session_id))
+        return new_version
 
     def _delete(self, session_id: str) -> bool:
-        cursor = self._execute(
-            f"DELETE FROM {self.table} WHERE namespace = ? AND session_id = ?", (self.namespace, session_id)
-        )
-        if cursor.rowcount:
-            # Copy the zeroed pages back into the database file so that the WAL file no longer
-            # holds the deleted rows. Best effort: a busy checkpoint leaves the rest for later.
+        key = (self.namespace, session_id)
+        with self._transaction() as connection:
+            cursor = connection.execute(f"DELETE FROM {self.table} WHERE namespace = ? AND session_id = ?", key)
+            existed = cursor.rowcount > 0
+            connection.execute(f"DELETE FROM {self.versions_table} WHERE namespace = ? AND session_id = ?", key)
+        if existed:
+            # Copy the zeroed pages into the database file so that the WAL file no longer holds
+            # the deleted rows. Best effort: a busy checkpoint leaves the rest for a later one.
             busy, _, _ = self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
-                logger.debug("WAL checkpoint after deleting %s was busy; it completes later", session_id)
-        return cursor.rowcount > 0
+                logger.debug("WAL checkpoint after deleting %s was busy; a later one completes it", session_id)
+        return existed
 
     def _list(self) -> list[str]:
         rows = self._execute(f"SELECT session_id FROM {self.table} WHERE namespace = ?", (self.namespace,))
@@ -133,13 +141,20 @@ class SQLiteStore(StateStore):
     # -- helpers ------------------------------------------------------------
 
     def _location(self, session_id: str) -> str:
-        return f"sqlite:{self.path} table {self.table} namespace={self.namespace!r} session={session_id!r}"
+        return f"sqlite:{self.path} table {self.versions_table} namespace={self.namespace!r} session={session_id!r}"
 
-    def _to_state(self, session_id: str, row: tuple | None, *, previous: bool = False) -> StoredState | None:
-        if row is None or row[0] is None:
+    def _load_at_offset(self, session_id: str, offset: int) -> StoredState | None:
+        # One statement reads the session row and the version row, so it sees one snapshot.
+        row = self._execute(
+            f"SELECT v.version, v.manifest, v.payload FROM {self.table} AS s "
+            f"JOIN {self.versions_table} AS v ON v.namespace = s.namespace AND v.session_id = s.session_id "
+            f"AND v.version = s.version - ? WHERE s.namespace = ? AND s.session_id = ?",
+            (offset, self.namespace, session_id),
+        ).fetchone()
+        if row is None:
             return None
         version, manifest, payload = row
-        location = self._location(session_id) + (" (previous version)" if previous else "")
+        location = self._location(session_id) + f" version={version}"
         return StoredState(unpack_payload(manifest, payload, location, version), version)
 
     def _connection(self) -> sqlite3.Connection:
@@ -155,7 +170,7 @@ class SQLiteStore(StateStore):
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA secure_delete = ON")
             if not self._schema_ready:
-                self._create_table(connection)
+                self._create_tables(connection)
         except (sqlite3.Error, OSError) as error:
             raise StoreConnectionError(
                 f"cannot open SQLite database {str(self.path)!r}: {error}. Check that the directory "
@@ -167,24 +182,45 @@ class SQLiteStore(StateStore):
             self._connections.append(connection)
         return connection
 
-    def _create_table(self, connection: sqlite3.Connection) -> None:
+    def _create_tables(self, connection: sqlite3.Connection) -> None:
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} ("
-            f"namespace TEXT NOT NULL, session_id TEXT NOT NULL, "
-            f"version INTEGER NOT NULL, manifest BLOB NOT NULL, payload BLOB NOT NULL, "
-            f"previous_version INTEGER, previous_manifest BLOB, previous_payload BLOB, "
+            f"namespace TEXT NOT NULL, session_id TEXT NOT NULL, version INTEGER NOT NULL, "
             f"updated_at REAL NOT NULL, PRIMARY KEY (namespace, session_id))"
         )
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.versions_table} ("
+            f"namespace TEXT NOT NULL, session_id TEXT NOT NULL, version INTEGER NOT NULL, "
+            f"manifest BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (namespace, session_id, version))"
+        )
         self._schema_ready = True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the body in a write transaction; commit on success, roll back on any error."""
+        connection = self._connection()
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+            connection.commit()
+        except sqlite3.OperationalError as error:
+            connection.rollback()
+            raise self._statement_error(error) from error
+        except BaseException:
+            connection.rollback()
+            raise
 
     def _execute(self, sql: str, parameters: tuple = ()) -> sqlite3.Cursor:
         try:
             return self._connection().execute(sql, parameters)
         except sqlite3.OperationalError as error:
-            raise StoreConnectionError(
-                f"SQLite statement on {str(self.path)!r} failed: {error}. If the database is locked, "
-                f"another process held its write lock for over {BUSY_TIMEOUT_SECONDS:.0f} s."
-            ) from error
+            raise self._statement_error(error) from error
+
+    def _statement_error(self, error: sqlite3.OperationalError) -> StoreConnectionError:
+        return StoreConnectionError(
+            f"SQLite statement on {str(self.path)!r} failed: {error}. If the database is locked, "
+            f"another process held its write lock for over {BUSY_TIMEOUT_SECONDS:.0f} s."
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, namespace={self.namespace!r})"
