@@ -37,13 +37,16 @@ class Resources:
     """Lazily loaded language model, tokenizer and MiniLM encoder for one benchmark run.
 
     ``model_path`` names a local Hugging Face model folder; None loads the embedded SmolLM2-135M-Instruct
-    through ``sidecar_memory.load_default_model``.
+    through ``sidecar_memory.load_default_model``. A caller that already holds a model passes it with its
+    tokenizer instead.
     """
 
-    def __init__(self, model_path: str | None = None):
+    def __init__(self, model_path: str | None = None, *, model: Any = None, tokenizer: Any = None):
+        if (model is None) != (tokenizer is None):
+            raise ValueError("pass model and tokenizer together, or neither to load them lazily")
         self.model_path = model_path
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._model: Any = model
+        self._tokenizer: Any = tokenizer
         self._encoder: MiniLMEncoder | None = None
 
     def _load_model(self) -> None:

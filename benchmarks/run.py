@@ -116,11 +116,23 @@ def _key_modes(text: str) -> tuple[str | None, ...]:
     return (None, *alternatives)
 
 
-def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Run the workloads that ``args`` selects and return the results dictionary."""
+def run(args: argparse.Namespace, command: str, resources: Resources | None = None) -> dict[str, Any]:
+    """Run the workloads that ``args`` selects and return the results dictionary.
+
+    ``resources`` supplies already loaded models; None loads them as ``--model`` says. The torch thread
+    count is restored afterwards, so a caller such as a test session keeps its own setting.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run_workloads(args, command, resources)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_workloads(args: argparse.Namespace, command: str, resources: Resources | None) -> dict[str, Any]:
     from sidecar_memory import SidecarConfig
 
-    torch.set_num_threads(args.threads)
     started = time.time()
     defaults = SidecarConfig()
     gate_rank = args.gate_rank or defaults.rank
@@ -130,7 +142,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     checkpoints = tuple(c for c in args.checkpoints if c <= QUICK_CHECKPOINTS[-1]) if args.quick else args.checkpoints
     repeats = min(args.generate_repeats, 3) if args.quick else args.generate_repeats
 
-    resources = Resources(args.model)
+    if resources is None:
+        resources = Resources(args.model)
     results: dict[str, Any] = {
         "meta": {
             "command": command,
@@ -171,12 +184,13 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None, resources: Resources | None = None) -> dict[str, Any]:
+    """Parse ``argv``, run, write results.json and the report, and return the results."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = shlex.join(["python", "-m", "benchmarks.run", *argv])
-    results = run(args, command)
+    results = run(args, command, resources)
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"

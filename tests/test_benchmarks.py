@@ -10,19 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import knowledge_update as ku
 from benchmarks import run as bench_run
 from benchmarks.cost import synthetic_turns
-from benchmarks.locomo import DEFAULT_LOCOMO_DIR, load_conversation
+from benchmarks.locomo import load_conversation
 from benchmarks.peers import Hit, LangChainStorePeer, LlamaIndexVectorPeer, MiniLMEncoder, SidecarPeer, WindowPeer
 from benchmarks.report import write_report
 from benchmarks.resources import Resources
 from benchmarks.scoring import auroc, evidence_recall, percentile
 from benchmarks.targets import MISS, NOT_RUN, PASS, evaluate_targets
-
-torch.set_num_threads(1)
 
 TINY_CONVERSATION = {
     "speaker_a": "Ana",
@@ -56,7 +53,7 @@ TINY_CONVERSATION = {
 
 
 @pytest.fixture
-def locomo_dir(tmp_path: Path) -> Path:
+def tiny_locomo_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "locomo"
     folder.mkdir()
     (folder / "conv-1.json").write_text(json.dumps(TINY_CONVERSATION), encoding="utf-8")
@@ -64,8 +61,9 @@ def locomo_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def resources() -> Resources:
-    return Resources()
+def resources(model_and_tokenizer) -> Resources:
+    model, tokenizer = model_and_tokenizer
+    return Resources(model=model, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +72,16 @@ def encoder(resources: Resources) -> MiniLMEncoder:
 
 
 # ---------------------------------------------------------------------------- LoCoMo loader
-def test_locomo_turn_order_and_text(locomo_dir: Path):
-    conv = load_conversation(1, locomo_dir)
+def test_locomo_turn_order_and_text(tiny_locomo_dir: Path):
+    conv = load_conversation(1, tiny_locomo_dir)
     assert [turn.dia_id for turn in conv.turns] == ["D1:1", "D1:2", "D1:3", "D1:4", "D2:1", "D2:2", "D2:3", "D10:1"]
     assert conv.turns[0].text == "Ana: I adopted a grey cat named Pixel last week."
     assert conv.turns[2].text == "Ana: Look at her on the sofa. [photo: a cat on a red sofa]"
     assert conv.turns[-1].session == 10
 
 
-def test_locomo_question_filtering(locomo_dir: Path):
-    conv = load_conversation(1, locomo_dir)
+def test_locomo_question_filtering(tiny_locomo_dir: Path):
+    conv = load_conversation(1, tiny_locomo_dir)
     assert [q.category for q in conv.questions] == [4, 2, 1]
     assert conv.questions[1].evidence == ("D1:4", "D2:2")
 
@@ -93,9 +91,8 @@ def test_locomo_missing_file(tmp_path: Path):
         load_conversation(99, tmp_path)
 
 
-@pytest.mark.skipif(not (DEFAULT_LOCOMO_DIR / "conv-26.json").is_file(), reason="LoCoMo data not present")
-def test_locomo_real_conversation():
-    conv = load_conversation(26)
+def test_locomo_real_conversation(locomo_dir: Path):
+    conv = load_conversation(26, locomo_dir)
     assert len(conv.turns) == 419
     assert len(conv.questions) == 150
     dia_ids = {turn.dia_id for turn in conv.turns}
@@ -348,14 +345,14 @@ def test_cli_rejects_unknown_workload():
 
 
 # ---------------------------------------------------------------------------- end to end
-def test_tiny_run_all_workloads(tmp_path: Path, locomo_dir: Path):
+def test_tiny_run_all_workloads(tmp_path: Path, tiny_locomo_dir: Path, resources: Resources):
     out, docs = tmp_path / "out", tmp_path / "docs"
     results = bench_run.main([
-        "--out", str(out), "--docs", str(docs), "--locomo-dir", str(locomo_dir), "--convs", "1",
+        "--out", str(out), "--docs", str(docs), "--locomo-dir", str(tiny_locomo_dir), "--convs", "1",
         "--budgets", "4", "--gate-rank", "4", "--key-modes", "lexical", "--max-questions", "2",
         "--knowledge-count", "2", "--checkpoints", "5,10", "--latency-writes", "3", "--latency-reads", "2",
         "--generate-repeats", "1", "--max-new-tokens", "4",
-    ])
+    ], resources)
     saved = json.loads((out / "results.json").read_text())
     assert set(saved) == {"meta", "locomo", "knowledge_update", "cost", "targets"}
     assert saved["meta"]["command"].startswith("python -m benchmarks.run --out")

@@ -79,6 +79,52 @@ class PromptRecorder(BaseCallbackHandler):
         self.prompts.extend(list(batch) for batch in messages)
 
 
+class CallRecordingStore(DirectoryStore):
+    """A real `DirectoryStore` that records which of its public sync and async methods were called."""
+
+    SYNC_METHODS = ("load", "save", "update", "delete")
+    ASYNC_METHODS = ("aload", "asave", "aupdate", "adelete")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("load")
+        return super().load(*args, **kwargs)
+
+    def save(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("save")
+        return super().save(*args, **kwargs)
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("update")
+        return super().update(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("delete")
+        return super().delete(*args, **kwargs)
+
+    async def aload(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("aload")
+        return await super().aload(*args, **kwargs)
+
+    async def asave(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("asave")
+        return await super().asave(*args, **kwargs)
+
+    async def aupdate(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("aupdate")
+        return await super().aupdate(*args, **kwargs)
+
+    async def adelete(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("adelete")
+        return await super().adelete(*args, **kwargs)
+
+    def sync_calls(self) -> list[str]:
+        return [call for call in self.calls if call in self.SYNC_METHODS]
+
+
 def prompt_text(messages: Sequence[BaseMessage]) -> str:
     return "\n".join(f"{message.type}: {message.text}" for message in messages)
 

@@ -23,7 +23,7 @@ from sidecar_integrations.langchain.history import MEMORY_MESSAGE_NAME
 from sidecar_integrations.langchain.window import window_session_id
 from sidecar_memory import SidecarConfig
 from sidecar_memory.stores import DirectoryStore, SQLiteStore
-from test_langchain_helpers import RecordingChatModel, prompt_text, store  # noqa: F401
+from test_langchain_helpers import CallRecordingStore, RecordingChatModel, prompt_text, store  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +79,35 @@ def test_history_prompt_has_recalled_fact(model_and_tokenizer: Any, store: Direc
     assert FACT not in window_texts
     assert window_texts[-1] == QUESTION
     assert len(window_texts) == 3
+
+
+def test_history_without_history_key(model_and_tokenizer: Any, store: DirectoryStore) -> None:
+    """Without history_messages_key the chain strips the history it read from the input; lengths must match."""
+    model, tokenizer = model_and_tokenizer
+    recorder = RecordingChatModel(replies=["First answer.", "Second answer."])
+
+    def get_history(session_id: str) -> SidecarChatMessageHistory:
+        return SidecarChatMessageHistory(session_id, model=model, tokenizer=tokenizer, store=store)
+
+    chain = RunnableWithMessageHistory(recorder, get_history)
+    config = {"configurable": {"session_id": "plain"}}
+    chain.invoke([HumanMessage(FACT)], config=config)
+    chain.invoke([HumanMessage(QUESTION)], config=config)
+
+    stored = [m.text for m in get_history("plain").messages if not isinstance(m, SystemMessage)]
+    assert stored == [FACT, "First answer.", QUESTION, "Second answer."]
+    assert isinstance(recorder.prompts[-1][0], SystemMessage)
+    assert [m.text for m in recorder.prompts[-1][1:]] == [FACT, "First answer.", QUESTION]
+
+
+def test_history_default_store_in_cwd(model_and_tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer = model_and_tokenizer
+    monkeypatch.chdir(tmp_path)
+    history = SidecarChatMessageHistory("default-store", model=model, tokenizer=tokenizer)
+    history.add_messages([HumanMessage(FACT), AIMessage("Noted.")])
+
+    reopened = DirectoryStore(tmp_path / ".sidecar-memory" / "langchain")
+    assert reopened.list_sessions() == ["default-store", window_session_id("default-store")]
 
 
 def test_history_first_turn_has_no_memory(model_and_tokenizer: Any, store: DirectoryStore) -> None:
@@ -195,6 +224,25 @@ def test_history_async_methods(model_and_tokenizer: Any, store: DirectoryStore) 
     assert after == []
 
 
+def test_history_async_paths_use_async_store(model_and_tokenizer: Any, tmp_path: Path) -> None:
+    model, tokenizer = model_and_tokenizer
+    recording_store = CallRecordingStore(tmp_path / "state")
+    history = SidecarChatMessageHistory("async-store", model=model, tokenizer=tokenizer, store=recording_store)
+
+    async def run() -> None:
+        await history.aadd_messages([HumanMessage(FACT), AIMessage("Noted.")])
+        await history.aget_messages()
+        await history.amessages_for(QUESTION)
+        await history.aclear()
+
+    asyncio.run(run())
+
+    assert recording_store.sync_calls() == []
+    assert "aupdate" in recording_store.calls
+    assert "aload" in recording_store.calls
+    assert "adelete" in recording_store.calls
+
+
 def tiny_model(vocab_size: int) -> Any:
     """A 2-layer random Llama: the engine runs unchanged, but each forward pass costs about a millisecond."""
     torch.manual_seed(0)
@@ -210,16 +258,19 @@ def tiny_model(vocab_size: int) -> Any:
     return LlamaForCausalLM(config).eval()
 
 
+# About 60 s on two shared CPU cores and up to three minutes when they are busy: every turn
+# makes three durable store writes.
+@pytest.mark.slow
 def test_history_500_turns_bounded(model_and_tokenizer: Any, tmp_path: Path) -> None:
     _, tokenizer = model_and_tokenizer
     model = tiny_model(len(tokenizer))
-    store = SQLiteStore(tmp_path / "state.db")
+    sqlite_store = SQLiteStore(tmp_path / "state.db")
     engine_config = SidecarConfig(key_layer=1, d_key=128, rank=8)
     recorder = RecordingChatModel()
 
     def get_history(session_id: str) -> SidecarChatMessageHistory:
         return SidecarChatMessageHistory(
-            session_id, model=model, tokenizer=tokenizer, store=store, config=engine_config, window_messages=6
+            session_id, model=model, tokenizer=tokenizer, store=sqlite_store, config=engine_config, window_messages=6
         )
 
     chain = build_chain(recorder, get_history)
@@ -234,12 +285,13 @@ def test_history_500_turns_bounded(model_and_tokenizer: Any, tmp_path: Path) -> 
     # prompt = template system + memory system + 6 window messages + new human message
     assert max(message_counts) == 9
     assert message_counts[-1] == 9
-    # Five recalled memories of about 60 characters, quoted twice, plus seven short turns.
-    assert max(prompt_chars) < 2_500
+    # Five recalled memories with their contexts and seven short turns come to about 900
+    # characters. The limit leaves room for longer recalled contexts, not for growth.
+    assert max(prompt_chars) < 2_000
     conversation = [m.text for m in recorder.prompts[-1] if not isinstance(m, SystemMessage)]
     assert conversation[0].startswith("Turn 496:")
     assert conversation[-1].startswith("Turn 499:")
-    window_blob = store.load(window_session_id("long"))
+    window_blob = sqlite_store.load(window_session_id("long"))
     assert window_blob is not None
     assert window_blob.blob.nbytes < 8_000
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,14 @@ from langchain_core.prompts import PromptTemplate
 
 from sidecar_integrations.langchain import SidecarMemory
 from sidecar_memory.stores import DirectoryStore
-from test_langchain_helpers import RecordingChatModel, store  # noqa: F401
+from test_langchain_helpers import CallRecordingStore, RecordingChatModel, store  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACT = "Please remember this: my sister Alice Zephyrine lives in Lisbon."
 QUESTION = "What is my sister's name?"
 PROMPT = PromptTemplate.from_template("Relevant memory:\n{history}\n\nUser: {question}\nAssistant:")
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message=".*LLMChain.*")
+pytestmark = pytest.mark.filterwarnings("ignore:.*LLMChain.*")
 
 
 def make_chain(model: Any, memory: SidecarMemory) -> LLMChain:
@@ -126,6 +124,23 @@ def test_memory_async_ainvoke(model_and_tokenizer: Any, store: DirectoryStore) -
     assert "Zephyrine" in results["loaded"]["history"]
     assert "Zephyrine" in recorder.last_prompt_text
     assert "Zephyrine" not in results["cleared"]["history"]
+
+
+def test_memory_async_paths_use_async_store(model_and_tokenizer: Any, tmp_path: Path) -> None:
+    model, tokenizer = model_and_tokenizer
+    recording_store = CallRecordingStore(tmp_path / "state")
+    memory = SidecarMemory(model=model, tokenizer=tokenizer, store=recording_store)
+
+    async def run() -> None:
+        await memory.asave_context({"input": FACT}, {"output": "Noted."})
+        await memory.aload_memory_variables({"input": QUESTION})
+        await memory.aclear()
+
+    asyncio.run(run())
+
+    assert recording_store.sync_calls() == []
+    assert "aupdate" in recording_store.calls
+    assert "adelete" in recording_store.calls
 
 
 BLOCKED_IMPORT = textwrap.dedent(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from langchain_core.tools import tool
 from sidecar_integrations.langchain import SidecarMiddleware
 from sidecar_memory import SessionMemory
 from sidecar_memory.stores import DirectoryStore
-from test_langchain_helpers import RecordingChatModel, prompt_text, store  # noqa: F401
+from test_langchain_helpers import CallRecordingStore, RecordingChatModel, prompt_text, store  # noqa: F401
 
 FACT = "Please remember this: my sister Alice Zephyrine lives in Lisbon."
 QUESTION = "What is my sister's name?"
@@ -120,3 +121,16 @@ def test_middleware_async_ainvoke(model_and_tokenizer: Any, store: DirectoryStor
     asyncio.run(run())
 
     assert "Zephyrine" in system_text(recorder.prompts[-1])
+
+
+def test_middleware_async_uses_async_store(model_and_tokenizer: Any, tmp_path: Path) -> None:
+    model, tokenizer = model_and_tokenizer
+    recording_store = CallRecordingStore(tmp_path / "state")
+    middleware = SidecarMiddleware(model=model, tokenizer=tokenizer, store=recording_store)
+    agent = make_agent(RecordingChatModel(), middleware, context_schema=UserContext)
+
+    asyncio.run(agent.ainvoke({"messages": [HumanMessage(FACT)]}, context=UserContext(user_id="erin")))
+
+    assert recording_store.sync_calls() == []
+    assert "aupdate" in recording_store.calls
+    assert "aload" in recording_store.calls

@@ -316,10 +316,10 @@ def test_block_atruncate(model_and_tokenizer, store):
     assert len(memory_lines) == 3
 
     shorter = asyncio.run(block.atruncate(content, 1))
-    gone = asyncio.run(block.atruncate(content, 10_000))
+    fully_truncated = asyncio.run(block.atruncate(content, 10_000))
 
     assert shorter == content[:-1]
-    assert gone is None
+    assert fully_truncated is None
 
 
 def test_block_skips_tool_messages(model_and_tokenizer, store):

@@ -8,7 +8,7 @@ import json
 import pytest
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
-from test_stores_support import StoreSpec, store, store_spec  # noqa: F401
+from test_stores_support import store, store_spec  # noqa: F401
 
 from sidecar_memory import StateError
 from sidecar_memory.session import SessionMemory

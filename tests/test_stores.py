@@ -169,17 +169,17 @@ def test_store_async_roundtrip(store: StateStore):
         previous = await store.aload_previous("ivy")
         sessions = await store.alist_sessions()
         deleted = await store.adelete("ivy")
-        gone = await store.aload("ivy")
+        after_delete = await store.aload("ivy")
         await store.aclose()
-        return current, previous, sessions, deleted, gone
+        return current, previous, sessions, deleted, after_delete
 
-    current, previous, sessions, deleted, gone = asyncio.run(scenario())
+    current, previous, sessions, deleted, after_delete = asyncio.run(scenario())
 
     assert current == StoredState(make_blob("b"), 2)
     assert previous == StoredState(make_blob("a"), 1)
     assert sessions == ["ivy"]
     assert deleted is True
-    assert gone is None
+    assert after_delete is None
 
 
 def test_store_async_concurrent_updates(store: StateStore):
@@ -372,16 +372,18 @@ def corrupt_current(spec: StoreSpec, store: StateStore, session_id: str) -> str:
         return str(path)
     if spec.backend == "sqlite":
         with sqlite3.connect(store.path) as connection:
-            (payload,) = connection.execute(
-                "SELECT payload FROM sidecar_state WHERE namespace = ? AND session_id = ?", (spec.namespace, session_id)
+            version, payload = connection.execute(
+                "SELECT version, payload FROM sidecar_state_versions WHERE namespace = ? AND session_id = ? "
+                "ORDER BY version DESC LIMIT 1",
+                (spec.namespace, session_id),
             ).fetchone()
             data = bytearray(payload)
             data[-5] ^= 0xFF
             connection.execute(
-                "UPDATE sidecar_state SET payload = ? WHERE namespace = ? AND session_id = ?",
-                (bytes(data), spec.namespace, session_id),
+                "UPDATE sidecar_state_versions SET payload = ? WHERE namespace = ? AND session_id = ? AND version = ?",
+                (bytes(data), spec.namespace, session_id, version),
             )
-        return f"sqlite:{store.path}"
+        return f"sqlite:{store.path} table sidecar_state_versions"
     if spec.backend == "redis":
         import redis
 
@@ -397,11 +399,12 @@ def corrupt_current(spec: StoreSpec, store: StateStore, session_id: str) -> str:
 
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
             connection.execute(
-                "UPDATE sidecar_state SET payload = overlay(payload placing '\\xff'::bytea from 3 for 1) "
-                "WHERE namespace = %s AND session_id = %s",
-                (spec.namespace, session_id),
+                "UPDATE sidecar_state_versions SET payload = overlay(payload placing '\\xff'::bytea from 3 for 1) "
+                "WHERE namespace = %s AND session_id = %s AND version = "
+                "(SELECT max(version) FROM sidecar_state_versions WHERE namespace = %s AND session_id = %s)",
+                (spec.namespace, session_id, spec.namespace, session_id),
             )
-        return "postgresql table sidecar_state"
+        return "postgresql table sidecar_state_versions"
     raise ValueError(spec.backend)
 
 
@@ -503,8 +506,13 @@ def assert_nothing_left(spec: StoreSpec, store: StateStore, session_id: str, mar
                 assert marker not in path.read_bytes(), path
     elif spec.backend == "sqlite":
         with sqlite3.connect(store.path) as connection:
-            rows = connection.execute("SELECT count(*) FROM sidecar_state WHERE session_id = ?", (session_id,)).fetchone()
-        assert rows == (0,)
+            for table in ("sidecar_state", "sidecar_state_versions"):
+                rows = connection.execute(f"SELECT count(*) FROM {table} WHERE session_id = ?", (session_id,)).fetchone()
+                assert rows == (0,), table
+            rows = connection.execute(
+                "SELECT count(*) FROM sidecar_state_versions WHERE instr(payload, ?) > 0", (marker,)
+            ).fetchone()
+            assert rows == (0,)
         store.close()
         for path in store.path.parent.glob(store.path.name + "*"):
             assert marker not in path.read_bytes(), path
@@ -519,12 +527,15 @@ def assert_nothing_left(spec: StoreSpec, store: StateStore, session_id: str, mar
         import psycopg
 
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT count(*) FROM sidecar_state WHERE session_id = %s OR position(%s in payload) > 0 "
-                "OR position(%s in coalesce(previous_payload, ''::bytea)) > 0",
-                (session_id, marker, marker),
+            sessions = connection.execute(
+                "SELECT count(*) FROM sidecar_state WHERE session_id = %s", (session_id,)
             ).fetchone()
-        assert rows == (0,)
+            versions = connection.execute(
+                "SELECT count(*) FROM sidecar_state_versions WHERE session_id = %s OR position(%s in payload) > 0",
+                (session_id, marker),
+            ).fetchone()
+        assert sessions == (0,)
+        assert versions == (0,)
 
 
 # -- connection errors and construction ---------------------------------------
@@ -596,15 +607,17 @@ def test_postgres_custom_table():
     try:
         store.save("tom", make_blob("a"), expected_version=0)
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
-            rows = connection.execute(f"SELECT session_id, version FROM {table}").fetchall()
-        assert rows == [("tom", 1)]
+            sessions = connection.execute(f"SELECT session_id, version FROM {table}").fetchall()
+            versions = connection.execute(f"SELECT session_id, version FROM {table}_versions").fetchall()
+        assert sessions == [("tom", 1)]
+        assert versions == [("tom", 1)]
     finally:
         store.close()
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
+            connection.execute(f"DROP TABLE IF EXISTS {table}, {table}_versions")
 
 
-@pytest.mark.parametrize("bad_table", ["drop table x", "1abc", "a;b", ""])
+@pytest.mark.parametrize("bad_table", ["drop table x", "1abc", "a;b", "", "x" * 55])
 def test_sql_table_name_rejected(tmp_path: Path, bad_table: str):
     with pytest.raises(ValueError, match="invalid table name"):
         SQLiteStore(tmp_path / "x.db", table=bad_table)
@@ -643,3 +656,40 @@ def test_missing_client_package_error(module: str, name: str, extra: str):
 
     assert result.returncode == 0, result.stderr
     assert f'pip install "sidecar-memory[{extra}]"' in result.stdout
+
+
+def stored_versions(spec: StoreSpec, store: StateStore, session_id: str) -> list[int]:
+    """List the versions physically kept for a session, looking behind the store's back."""
+    if spec.backend == "directory":
+        return sorted(int(path.name[1:]) for path in store.session_dir(session_id).glob("v*"))
+    if spec.backend == "sqlite":
+        with sqlite3.connect(store.path) as connection:
+            rows = connection.execute(
+                "SELECT version FROM sidecar_state_versions WHERE namespace = ? AND session_id = ? ORDER BY version",
+                (spec.namespace, session_id),
+            ).fetchall()
+        return [row[0] for row in rows]
+    if spec.backend == "redis":
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        versions = client.hmget(store.key(session_id), ["previous_version", "version"])
+        client.close()
+        return [int(version) for version in versions if version is not None]
+    if spec.backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT version FROM sidecar_state_versions WHERE namespace = %s AND session_id = %s ORDER BY version",
+                (spec.namespace, session_id),
+            ).fetchall()
+        return [row[0] for row in rows]
+    raise ValueError(spec.backend)
+
+
+def test_store_keeps_two_versions(store_spec: StoreSpec, store: StateStore):
+    for i in range(6):
+        store.save("uma", make_blob(f"v{i}"), expected_version=i)
+
+    assert stored_versions(store_spec, store, "uma") == [5, 6]

@@ -4,9 +4,9 @@ Lost updates: 8 processes each apply 50 read-modify-write updates to one session
 `StateStore.update`; every update must land exactly once.
 
 Crash safety: a child process saves in a loop and is killed with SIGKILL at a random
-moment, at least 50 times per backend; afterwards the latest state must load, pass its
-checksums, be at least as new as the last save the child saw succeed, and the previous
-version must load too.
+moment, 50 times per backend. After each kill the latest state must load and pass its
+checksums. It must be at least as new as the last save the child saw succeed, and the
+previous version must load too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from test_stores_support import StoreSpec, store, store_spec  # noqa: F401
 
 from sidecar_memory.stores import RetryPolicy, StateBlob, StateStore, StoredState, read_files, write_files_atomically
@@ -90,7 +89,7 @@ def blob_for_version(version: int) -> StateBlob:
 
 
 def save_forever(spec: StoreSpec, session_id: str, acknowledged) -> None:
-    """Child: save successive versions until killed; ``acknowledged`` holds the last version saved."""
+    """Child: save successive versions until killed; ``acknowledged`` contains the last version saved."""
     store = spec.open()
     current = store.load(session_id)
     version = current.version if current else 0

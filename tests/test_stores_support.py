@@ -22,7 +22,7 @@ BACKENDS = ("directory", "sqlite", "redis", "postgres")
 
 
 def require_redis() -> None:
-    """Fail the test with a clear message unless Redis answers PING at REDIS_URL."""
+    """Fail the test with a clear message unless Redis replies to PING at REDIS_URL."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)

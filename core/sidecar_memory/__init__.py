@@ -13,7 +13,8 @@ from .errors import InvalidInputError, SidecarError, StateError
 from .model_loader import load_default_model, load_model
 from .records import GateDecision, MemoryItem, Recall
 from .sidecar import Sidecar, SidecarV3
-from .stores.base import StateBlob
+from .session import SessionMemory
+from .stores import DirectoryStore, SQLiteStore, StateBlob, StateStore, open_store
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -26,9 +27,23 @@ __all__ = [
     "SidecarConfig",
     "SidecarError",
     "SidecarV3",
+    "DirectoryStore",
+    "SQLiteStore",
+    "SessionMemory",
     "StateBlob",
     "StateError",
+    "StateStore",
+    "open_store",
     "load_default_model",
     "load_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # RedisStore and PostgresStore need optional packages; import them on first use.
+    if name in ("RedisStore", "PostgresStore"):
+        from . import stores
+
+        return getattr(stores, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

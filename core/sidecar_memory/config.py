@@ -124,8 +124,8 @@ class SidecarConfig:
     """Longest turn accepted by ``observe``. Longer input raises an error."""
     recall_k: int = 5
     """Memories returned by ``recall`` by default."""
-    prefix_memories: int = 3
-    """Memories summarised in the steering prefix."""
+    generate_memories: int = 3
+    """Memories ``generate`` puts in the system message. Each costs prompt tokens."""
 
     hazard_words: tuple[str, ...] = DEFAULT_HAZARD_WORDS
     """Words and phrases that raise arousal."""
@@ -161,7 +161,7 @@ class SidecarConfig:
         _check_int("max_context_chars", self.max_context_chars, minimum=0)
         _check_int("max_input_chars", self.max_input_chars, minimum=1)
         _check_int("recall_k", self.recall_k, minimum=1)
-        _check_int("prefix_memories", self.prefix_memories, minimum=0)
+        _check_int("generate_memories", self.generate_memories, minimum=1)
         if self.key_topk is not None:
             _check_int("key_topk", self.key_topk, minimum=1)
         if self.fixed_tau is not None:

@@ -36,7 +36,7 @@ def generate_with_memory(sidecar: "Sidecar", prompt: str, *, max_new_tokens: int
                          observe: bool, **generate_kwargs: Any) -> str:
     """Recall for ``prompt``, optionally commit it, and sample an answer with the recall as system message."""
     _check_positive("max_new_tokens", max_new_tokens)
-    recalled = sidecar._observe_and_recall(prompt, "user", sidecar.config.recall_k, observe)
+    recalled = sidecar._observe_and_recall(prompt, "user", sidecar.config.generate_memories, observe)
     messages = [{"role": "system", "content": recalled.as_text()}, {"role": "user", "content": prompt}]
     ids = torch.tensor([_chat_ids(sidecar.tokenizer, messages, add_generation_prompt=True)])  # (1, T)
     device = next(sidecar.model.parameters()).device

@@ -5,7 +5,7 @@ latest stored version, applies the change to a `Sidecar` and saves it with a
 compare-and-set on the version. When another process saved first, the store raises
 `VersionConflictError`, and the change is applied again to the newer state after a
 jittered backoff (see `RetryPolicy`). So concurrent workers serving the same session
-never overwrite each other's commits; a change that loses the race more than
+never overwrite each other's commits. A change that loses the race more than
 ``RetryPolicy.max_attempts`` times raises `UpdateRetriesExhaustedError` and stores nothing.
 
 Reads (recall, stats, slots) load the latest version and change nothing in the store.
@@ -42,9 +42,9 @@ Result = TypeVar("Result")
 class SessionMemory:
     """A `Sidecar` whose state lives in ``store`` under ``session_id``.
 
-    Create one per session and request, or keep one per session for the life of a worker:
-    it holds no state that the store does not have, apart from a parsed copy of the last
-    version it saw, which it reuses only while the stored bytes are unchanged.
+    Create one per session and request, or keep one per session for the life of a worker.
+    It keeps no state that the store does not have. The only exception is a parsed copy of
+    the last version it read, which it reuses only while the stored bytes are unchanged.
     Methods are thread-safe. The async variants run model work in a worker thread and
     use the store's async methods.
 
@@ -112,7 +112,7 @@ class SessionMemory:
         return await self._aupdate(lambda sidecar: sidecar.reward(value))
 
     def generate(self, prompt: str, max_new_tokens: int = 64, *, observe: bool = True, **kwargs: Any) -> str:
-        """Answer ``prompt`` with recalled memory; with ``observe=True`` the prompt is also observed and saved.
+        """Generate a reply to ``prompt`` with recalled memory; ``observe=True`` also observes and saves the prompt.
 
         A retried save generates the answer again, so with sampling the returned text is
         the one from the attempt that was saved.
@@ -182,7 +182,7 @@ class SessionMemory:
         return self._read(lambda sidecar: {**sidecar.stats, "version": self._version})
 
     def slots(self) -> list[MemoryItem]:
-        """The occupied slots of the latest stored state, strongest first."""
+        """Return the occupied slots of the latest stored state, strongest first."""
         return self._read(lambda sidecar: sidecar.slots())
 
     def sidecar(self) -> Sidecar:

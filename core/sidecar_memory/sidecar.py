@@ -283,8 +283,7 @@ class Sidecar:
                     turn=record.turn, strength=float(strengths[slot]), timestamp=record.timestamp,
                     context=record.context, bound_turns=tuple(record.bound_turns),
                 ))
-        prefix = build_prefix(state.self_state, memories, slots_used=state.slots_used(),
-                              limit=self.config.prefix_memories)
+        prefix = build_prefix(state.self_state, slots_used=state.slots_used(), recalled=len(memories))
         return Recall(query=query, prefix=prefix, memories=memories)
 
     # ------------------------------------------------------------------ reward / forget

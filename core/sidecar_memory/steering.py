@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .records import MemoryItem
-
 #: Weight of the newest turn in the running arousal and conflict levels.
 SMOOTHING = 0.5
 #: Arousal level above which the prefix asks for caution.
@@ -48,14 +46,16 @@ class SelfState:
         return asdict(self)
 
 
-def build_prefix(state: SelfState, memories: list[MemoryItem], *, slots_used: int, limit: int) -> str:
-    """Write the steering prefix: what memory holds and how to act on it."""
-    parts = [f"Memory holds {slots_used} note{'s' if slots_used != 1 else ''} about this user."]
+def build_prefix(state: SelfState, *, slots_used: int, recalled: int) -> str:
+    """Write the steering prefix: what memory holds and how to act on it.
+
+    The recalled memories themselves are listed after the prefix by
+    :meth:`Recall.as_text`, so the prefix does not quote them again.
+    """
+    parts = [f"Memory holds {slots_used} note{'s' if slots_used != 1 else ''} about this user"]
+    parts[0] += f"; {recalled} relevant to this message follow." if recalled else "."
     if state.arousal >= CAUTION_LEVEL and state.hazard_cues:
         parts.append(f"Be cautious: the user mentioned {', '.join(state.hazard_cues[:3])}.")
     if state.conflict >= UPDATE_LEVEL and state.last_update:
-        parts.append(f'A fact just changed; use the newest: "{state.last_update}".')
-    quoted = [m.text[:PREFIX_QUOTE_CHARS] for m in memories[:limit]]
-    if quoted:
-        parts.append("Relevant: " + " | ".join(quoted))
+        parts.append(f'A fact just changed, so use the newest value: "{state.last_update}".')
     return " ".join(parts)

@@ -34,8 +34,7 @@ MEMORY_HEADER = "Memory from earlier turns:"
 
 
 def default_store() -> StateStore:
-    """Return a `DirectoryStore` under :data:`DEFAULT_STATE_DIRECTORY`."""
-    DEFAULT_STATE_DIRECTORY.mkdir(parents=True, exist_ok=True)
+    """Return a `DirectoryStore` under :data:`DEFAULT_STATE_DIRECTORY` (created on the first save)."""
     return DirectoryStore(DEFAULT_STATE_DIRECTORY)
 
 

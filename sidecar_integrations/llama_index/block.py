@@ -4,7 +4,7 @@
 token limit, it flushes the oldest messages to every memory block with the
 session id, and before each LLM call it requests content from every block. This
 block commits the flushed messages to the sidecar memory of that session and
-answers with the memories recalled for the latest messages.
+returns the memories recalled for the latest messages.
 """
 
 from __future__ import annotations
@@ -265,7 +265,9 @@ class SidecarMemoryBlock(BaseMemoryBlock[list[ContentBlock]]):
         """Drop the least relevant memories until about ``tokens_to_truncate`` tokens are gone.
 
         Returns None (the whole block is dropped) when removing every memory
-        line is not enough, or when the content lists no memories.
+        line is not enough, or when no line equals ``memory_header`` (no
+        memories listed, or an empty header), because then the memory lines
+        cannot be distinguished from the prefix.
         """
         header_index = next(
             (
@@ -278,18 +280,18 @@ class SidecarMemoryBlock(BaseMemoryBlock[list[ContentBlock]]):
         if header_index is None:
             return None
 
-        kept = list(content)
+        truncated = list(content)
         removed_tokens = 0
-        while len(kept) > header_index + 1 and removed_tokens < tokens_to_truncate:
-            dropped = kept.pop()
+        while len(truncated) > header_index + 1 and removed_tokens < tokens_to_truncate:
+            dropped = truncated.pop()
             if isinstance(dropped, TextBlock):
                 removed_tokens += len(self.tokenizer_fn(dropped.text))
         if removed_tokens < tokens_to_truncate:
             return None
-        if len(kept) == header_index + 1:
+        if len(truncated) == header_index + 1:
             # Every memory is gone: drop the header, keep the prefix if there is one.
-            kept.pop()
-        return kept or None
+            truncated.pop()
+        return truncated or None
 
     def _resolve_session_id(self, session_id: str | None) -> str:
         resolved = session_id or self.default_session_id

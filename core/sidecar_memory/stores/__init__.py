@@ -1,8 +1,8 @@
 """State stores: versioned, checksummed storage of sidecar states for many users.
 
 `DirectoryStore` and `SQLiteStore` need only the standard library. `RedisStore` and
-`PostgresStore` are imported on first access, so that this package imports without the
-``redis`` and ``psycopg`` packages; accessing them without their package raises
+`PostgresStore` are imported on first access, so this package imports without the
+``redis`` and ``psycopg`` packages. Accessing either class without its package raises
 ImportError naming the extra to install.
 """
 

@@ -4,8 +4,8 @@ A store keeps versioned state blobs per ``(namespace, session_id)``. Every save 
 compare-and-set on an integer version: the caller passes the version it loaded
 (0 when nothing is stored yet), and the store rejects the write with
 `VersionConflictError` when another writer got there first. `StateStore.update`
-wraps that loop (load, apply, save, retry with jittered backoff) for callers that
-want every change to land exactly once.
+wraps that loop (load, apply, save, retry with jittered backoff), so a change is never
+lost to a concurrent writer.
 
 Each saved version is stored with a manifest that lists, per file, its size and
 sha256. Loading verifies every file against the manifest and raises

@@ -74,7 +74,7 @@ class DirectoryStore(StateStore):
         self.namespace_dir = self.root / self.namespace
 
     def session_dir(self, session_id: str) -> Path:
-        """Return the directory that holds every stored version of ``session_id``."""
+        """Return the directory that contains every stored version of ``session_id``."""
         return self.namespace_dir / validate_session_id(session_id)
 
     # -- hooks --------------------------------------------------------------
@@ -106,8 +106,8 @@ class DirectoryStore(StateStore):
             os.rename(temporary, session_dir / _version_name(new_version))
             fsync_directory(session_dir)
 
-            # Keep the new version and the one before it; move older ones out of sight
-            # first so that a crash during removal never leaves a half-removed version.
+            # Keep the new version and the one before it. Older ones are renamed away before
+            # removal, so a crash during removal never leaves a half-removed version.
             for old_version in versions[:-1]:
                 trash = session_dir / f"{_TRASH_PREFIX}{uuid.uuid4().hex}"
                 os.rename(session_dir / _version_name(old_version), trash)

@@ -75,6 +75,10 @@ def write_files_atomically(directory: str | os.PathLike[str], files: Mapping[str
 
     ``files`` maps plain file names to bytes. The parent directory is created if needed.
     Files in an existing ``directory`` that are not in ``files`` do not survive the swap.
+
+    NOTE: one writer per directory at a time. Concurrent writers to the same directory
+    can remove each other's temporary directory and fail; share state through a
+    `StateStore` instead.
     """
     target = Path(directory)
     for name, data in files.items():

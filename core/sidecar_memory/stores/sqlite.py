@@ -119,8 +119,8 @@ class SQLiteStore(StateStore):
             existed = cursor.rowcount > 0
             connection.execute(f"DELETE FROM {self.versions_table} WHERE namespace = ? AND session_id = ?", key)
         if existed:
-            # Copy the zeroed pages into the database file so that the WAL file no longer holds
-            # the deleted rows. Best effort: a busy checkpoint leaves the rest for a later one.
+            # Copy the zeroed pages into the database file so that the WAL file no longer
+            # contains the deleted rows. Best effort: a busy checkpoint leaves the rest for a later one.
             busy, _, _ = self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 logger.debug("WAL checkpoint after deleting %s was busy; a later one completes it", session_id)
@@ -144,7 +144,7 @@ class SQLiteStore(StateStore):
         return f"sqlite:{self.path} table {self.versions_table} namespace={self.namespace!r} session={session_id!r}"
 
     def _load_at_offset(self, session_id: str, offset: int) -> StoredState | None:
-        # One statement reads the session row and the version row, so it sees one snapshot.
+        # One statement reads the session row and the version row from the same snapshot.
         row = self._execute(
             f"SELECT v.version, v.manifest, v.payload FROM {self.table} AS s "
             f"JOIN {self.versions_table} AS v ON v.namespace = s.namespace AND v.session_id = s.session_id "
