@@ -173,7 +173,10 @@ def measure_generate_overhead(resources: Resources, settings: CostSettings) -> d
     for index, text in enumerate(synthetic_turns(settings.generate_history, settings.seed + 2)):
         peer.add(f"g{index}", text, "user")
     sidecar = peer.sidecar
-    memory_prompt_tokens = resources.count_tokens(sidecar.recall(GENERATE_PROMPT).as_text())
+    # Estimate of the memory text generate() adds: the same prompt recalled with the same memory count.
+    # Configs without generate_memories put recall_k memories into the prompt.
+    generate_memories = getattr(sidecar.config, "generate_memories", sidecar.config.recall_k)
+    memory_prompt_tokens = resources.count_tokens(sidecar.recall(GENERATE_PROMPT, k=generate_memories).as_text())
 
     def run_sidecar() -> float:
         torch.manual_seed(settings.seed)

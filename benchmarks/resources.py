@@ -37,7 +37,7 @@ class Resources:
     """Lazily loaded language model, tokenizer and MiniLM encoder for one benchmark run.
 
     ``model_path`` names a local Hugging Face model folder; None loads the embedded SmolLM2-135M-Instruct
-    through ``sidecar_memory.load_default_model``. A caller that already holds a model passes it with its
+    through ``sidecar_memory.load_default_model``. A caller that has already loaded a model passes it with its
     tokenizer instead.
     """
 

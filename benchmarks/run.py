@@ -119,7 +119,7 @@ def _key_modes(text: str) -> tuple[str | None, ...]:
 def run(args: argparse.Namespace, command: str, resources: Resources | None = None) -> dict[str, Any]:
     """Run the workloads that ``args`` selects and return the results dictionary.
 
-    ``resources`` supplies already loaded models; None loads them as ``--model`` says. The torch thread
+    ``resources`` supplies already loaded models; None loads the model that ``--model`` names. The torch thread
     count is restored afterwards, so a caller such as a test session keeps its own setting.
     """
     previous_threads = torch.get_num_threads()

@@ -108,6 +108,8 @@ class SidecarConfig:
     Fit by logistic regression on LoCoMo conversations 26 and 30."""
     s_bias: float = -5.035
     """Logistic intercept of the information score."""
+    s_fact_weight: float = 3.0
+    """Logistic weight added when a turn states a personal fact (set by hand, not fit)."""
 
     trace_turns: int = 3
     """Eligibility window in turns: uncommitted turns this recent are bound to the next commit."""
@@ -151,6 +153,7 @@ class SidecarConfig:
         _check_numbers("s_weights", self.s_weights, 4)
         object.__setattr__(self, "s_weights", tuple(float(w) for w in self.s_weights))
         _check_range("s_bias", self.s_bias, -1e3, 1e3)
+        _check_range("s_fact_weight", self.s_fact_weight, -1e3, 1e3)
         _check_range("warmup_tau", self.warmup_tau, 0.0, 1e6)
         _check_range("trace_decay", self.trace_decay, 0.0, 1.0)
         _check_range("trace_seconds", self.trace_seconds, 0.0, 1e9)

@@ -11,8 +11,12 @@
   under the memory's running unigram model (their summed IDF, in nats), the
   number of first-person words, whether the turn answers a question, and
   whether it is itself a question. Its weights are a logistic-regression fit
-  on LoCoMo conversations 26 and 30 (see ``SidecarConfig.s_weights``). In
-  ``blend`` mode it is mixed with novelty.
+  on LoCoMo conversations 26 and 30 (see ``SidecarConfig.s_weights``). A
+  turn that states a personal fact ("my favorite color is ...") gets
+  ``s_fact_weight`` more, because that is what a memory is asked about
+  later; LoCoMo has too few such turns to fit that weight, so it is set by
+  hand and checked by the knowledge-update benchmark. In ``blend`` mode the
+  score is mixed with novelty.
 * ``N`` novelty: ``1 - cos(k, r)`` where ``r = V a`` is what memory
   reconstructs for the key. An empty memory gives ``N = 1``.
 * ``A`` arousal and ``R`` reward come from :mod:`sidecar_memory.affect`;
@@ -86,14 +90,15 @@ def dialogue_cues(body: str) -> DialogueCues:
 
 
 def information_score(information_nats: float, cues: DialogueCues, *, answers_question: bool,
-                      config: SidecarConfig) -> float:
+                      states_fact: bool, config: SidecarConfig) -> float:
     """Probability-like score in ``(0, 1)`` that a turn carries information worth keeping."""
     w_info, w_person, w_answer, w_question = config.s_weights
     logit = (config.s_bias
              + w_info * math.log1p(max(information_nats, 0.0))
              + w_person * min(cues.first_person, MAX_FIRST_PERSON)
              + w_answer * float(answers_question)
-             + w_question * float(cues.is_question))
+             + w_question * float(cues.is_question)
+             + config.s_fact_weight * float(states_fact))
     return 1.0 / (1.0 + math.exp(-logit))
 
 

@@ -130,7 +130,8 @@ class Sidecar:
         novelty = gating.novelty(cos_kr)
         cues = gating.dialogue_cues(speaker_of(text, role)[1])
         information = gating.information_score(sum(state.df.weight(t) for t in terms), cues,
-                                               answers_question=state.previous_question, config=cfg)
+                                               answers_question=state.previous_question,
+                                               states_fact=bool(facts), config=cfg)
         affect = arousal(text, cfg)
         asked = reward_cues(text, cfg)
         stale = conflicting_slots(facts, {i: r.facts for i, r in enumerate(state.ledger) if r and r.facts})
