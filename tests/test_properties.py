@@ -21,8 +21,8 @@ from sidecar_memory.session import SessionMemory
 from sidecar_memory.stores import DirectoryStore, SQLiteStore
 
 SETTINGS = settings(
-    max_examples=6,
-    stateful_step_count=10,
+    max_examples=8,
+    stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -89,6 +89,13 @@ class Sidecar:
             raise InvalidInputError(f"{name} must be a str; got {type(text).__name__}")
         if not text.strip():
             raise InvalidInputError(f"{name} is empty or whitespace only; pass a turn with some words")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidInputError(
+                f"{name} contains characters that are not valid Unicode text ({error.reason} at position "
+                f"{error.start}); decode the input with errors='replace' first"
+            ) from error
         if len(text) > self.config.max_input_chars:
             raise InvalidInputError(
                 f"{name} has {len(text)} characters, more than max_input_chars={self.config.max_input_chars}; "
@@ -105,6 +112,9 @@ class Sidecar:
         the slot holding it.
         """
         text = self._check_text(text)
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))
+                                      or not math.isfinite(timestamp)):
+            raise InvalidInputError(f"timestamp must be a finite number of seconds since the epoch; got {timestamp!r}")
         if not isinstance(role, str) or not role.strip():
             raise InvalidInputError(f"role must be a non-empty str such as 'user' or 'assistant'; got {role!r}")
         with self._lock:
@@ -383,10 +393,13 @@ class Sidecar:
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
         """Load a state written by :meth:`save_state`. Raises :class:`StateError` if missing or invalid."""
-        if not os.path.isdir(path):
-            raise StateError(f"state directory {os.fspath(path)!r} does not exist; check the path or save a state first")
         try:
+            # read_files also finds a state left as a backup by a save that was interrupted mid-swap.
             files = read_files(path)
+        except FileNotFoundError as error:
+            raise StateError(
+                f"state directory {os.fspath(path)!r} does not exist; check the path or save a state first"
+            ) from error
         except OSError as error:
             raise StateError(f"cannot read state directory {os.fspath(path)!r}: {error}") from error
         self.load_blob(StateBlob(files), where=os.fspath(path))
