@@ -203,6 +203,8 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
         "",
         _table(["Target", "Status", "Measured"], rows),
         "",
+        "What was measured to choose the design, and what was tried against each miss: [tuning.md](tuning.md).",
+        "",
     ]
 
 

@@ -1,6 +1,6 @@
 """sidecar-memory: a small, persistent, constant-size fast-weight memory for causal LMs.
 
-The engine imports neither LangChain nor LlamaIndex; adapters for both live
+The engine imports neither LangChain nor LlamaIndex. Adapters for both live
 in the separate ``sidecar_integrations`` package.
 """
 
@@ -19,29 +19,29 @@ from .stores import DirectoryStore, SQLiteStore, StateBlob, StateStore, open_sto
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "DirectoryStore",
     "GateDecision",
     "InvalidInputError",
     "MemoryItem",
     "Recall",
+    "SQLiteStore",
+    "SessionMemory",
     "Sidecar",
     "SidecarConfig",
     "SidecarError",
     "SidecarV3",
-    "DirectoryStore",
-    "SQLiteStore",
-    "SessionMemory",
     "StateBlob",
     "StateError",
     "StateStore",
-    "open_store",
     "load_default_model",
     "load_model",
+    "open_store",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # RedisStore and PostgresStore need optional packages; import them on first use.
+    # RedisStore and PostgresStore need optional packages, so they are imported on first use.
     if name in ("RedisStore", "PostgresStore"):
         from . import stores
 

@@ -58,7 +58,7 @@ class SidecarConfig:
     rank: int = 64
     """Number of slots: columns of ``U`` and ``V``. This is the memory budget."""
     key_mode: str = "hybrid"
-    """How a turn becomes a key: ``hidden`` (LM hidden states), ``lexical``
+    """Key source of a turn: ``hidden`` (LM hidden states), ``lexical``
     (hashed content words) or ``hybrid`` (both, concatenated)."""
     key_layer: int = 6
     """Hidden layer whose token states are mean-pooled into the key. Negative
@@ -68,12 +68,12 @@ class SidecarConfig:
     hidden_weight: float = 0.3
     """Weight of the hidden-state part against the lexical part in ``hybrid`` mode."""
     key_topk: int | None = None
-    """Keep only this many largest-magnitude entries of a written key
-    (``None`` keeps the key dense). Sparse writes interfere less, but cost recall."""
+    """Number of largest-magnitude entries kept in a written key, or ``None`` to
+    keep the key dense. Sparse writes interfere less, but cost recall."""
     projection_seed: int = 1234
     """Seed of the fixed random projection from hidden size to ``d_key``."""
     max_key_tokens: int = 256
-    """Turns are truncated to this many tokens before encoding."""
+    """Maximum number of tokens of a turn that the encoder reads. Longer turns are truncated."""
 
     decay: float = 0.999
     """Factor applied to every column of ``U`` and ``V`` at each commit."""
@@ -102,11 +102,12 @@ class SidecarConfig:
     model), ``novelty`` uses novelty alone, ``blend`` mixes the two."""
     s_alpha: float = 0.6
     """Weight of the information score in ``blend`` mode."""
-    s_weights: tuple[float, float, float, float] = (0.912, 0.155, 0.918, -0.256)
+    s_weights: tuple[float, float, float, float] = (0.954, 0.14, 0.919, -0.25)
     """Logistic weights of the information score's features: log(1 + information
     in nats), first-person words (at most 4), answers a question, is a question.
-    Fit by logistic regression on LoCoMo conversations 26 and 30."""
-    s_bias: float = -5.035
+    Fit by logistic regression on LoCoMo conversations 26 and 30 with
+    ``python -m benchmarks.studies.gate_fit``."""
+    s_bias: float = -5.215
     """Logistic intercept of the information score."""
     s_fact_weight: float = 3.0
     """Logistic weight added when a turn states a personal fact (set by hand, not fit)."""
@@ -119,15 +120,17 @@ class SidecarConfig:
     """Weight of a bound turn's key per turn of distance."""
 
     max_text_chars: int = 600
-    """Text kept per slot in the ledger. Longer turns are cut, so the state stays bounded."""
+    """Maximum characters of text kept per slot in the ledger. Longer turns are
+    cut, so the state stays bounded."""
     max_context_chars: int = 300
-    """Text of bound (eligibility-trace) turns kept per slot."""
+    """Maximum characters of bound (eligibility-trace) turn text kept per slot."""
     max_input_chars: int = 200_000
-    """Longest turn accepted by ``observe``. Longer input raises an error."""
+    """Maximum length, in characters, of a turn accepted by ``observe``. Longer
+    input raises :class:`~sidecar_memory.errors.InvalidInputError`."""
     recall_k: int = 5
-    """Memories returned by ``recall`` by default."""
+    """Default number of memories returned by ``recall``."""
     generate_memories: int = 3
-    """Memories ``generate`` puts in the system message. Each costs prompt tokens."""
+    """Number of memories ``generate`` puts in the system message. Each costs prompt tokens."""
 
     hazard_words: tuple[str, ...] = DEFAULT_HAZARD_WORDS
     """Words and phrases that raise arousal."""
@@ -143,6 +146,7 @@ class SidecarConfig:
         _check_int("rank", self.rank, minimum=1)
         _check_choice("key_mode", self.key_mode, KEY_MODES)
         _check_choice("s_mode", self.s_mode, S_MODES)
+
         _check_range("hidden_share", self.hidden_share, 0.0, 1.0, open_low=True, open_high=True)
         _check_range("hidden_weight", self.hidden_weight, 0.0, 1.0)
         _check_range("decay", self.decay, 0.0, 1.0, open_low=True)
@@ -150,10 +154,12 @@ class SidecarConfig:
         _check_range("temp", self.temp, 0.0, 100.0, open_low=True)
         _check_range("merge_threshold", self.merge_threshold, 0.0, 1.0)
         _check_range("s_alpha", self.s_alpha, 0.0, 1.0)
+
         _check_numbers("s_weights", self.s_weights, 4)
         object.__setattr__(self, "s_weights", tuple(float(w) for w in self.s_weights))
         _check_range("s_bias", self.s_bias, -1e3, 1e3)
         _check_range("s_fact_weight", self.s_fact_weight, -1e3, 1e3)
+
         _check_range("warmup_tau", self.warmup_tau, 0.0, 1e6)
         _check_range("trace_decay", self.trace_decay, 0.0, 1.0)
         _check_range("trace_seconds", self.trace_seconds, 0.0, 1e9)
@@ -165,17 +171,20 @@ class SidecarConfig:
         _check_int("max_input_chars", self.max_input_chars, minimum=1)
         _check_int("recall_k", self.recall_k, minimum=1)
         _check_int("generate_memories", self.generate_memories, minimum=1)
+
         if self.key_topk is not None:
             _check_int("key_topk", self.key_topk, minimum=1)
         if self.fixed_tau is not None:
             _check_range("fixed_tau", self.fixed_tau, -1e6, 1e6)
+
         _check_numbers("affect_weights", self.affect_weights, 5)
         object.__setattr__(self, "affect_weights", tuple(float(w) for w in self.affect_weights))
+
         for name in ("hazard_words", "intensifiers", "notable_places", "reward_cues"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise InvalidInputError(
-                    f"{name} must be a sequence of strings; got {value!r}"
+                    f"{name} must be a sequence of strings, got {value!r}; pass a tuple or list of str"
                 )
             object.__setattr__(self, name, tuple(v.lower() for v in value))
 
@@ -243,7 +252,9 @@ def _check_range(
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
-        ok = (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+        above_low = value > low if open_low else value >= low
+        below_high = value < high if open_high else value <= high
+        ok = above_low and below_high
     if not ok:
         low_bracket = "(" if open_low else "["
         high_bracket = ")" if open_high else "]"

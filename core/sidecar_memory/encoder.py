@@ -1,4 +1,4 @@
-"""Turning a turn of text into a key vector.
+"""Key encoder: the conversion of one turn of text into a key vector.
 
 A key has up to two parts, concatenated and L2-normalised:
 
@@ -73,11 +73,12 @@ class _StopForward(Exception):
 
 @dataclass(frozen=True)
 class TurnFeatures:
-    """What the LM pass returns for one turn."""
+    """LM output for one turn: the pooled key-layer state and the token count."""
 
     pooled: torch.Tensor
     """Mean of the key layer's token states, shape ``(hidden_size,)``."""
     n_tokens: int
+    """Number of tokens of the turn after truncation to ``max_key_tokens``."""
 
 
 def hidden_size_of(model: Any) -> int:
@@ -94,7 +95,10 @@ def hidden_size_of(model: Any) -> int:
     for name in ("hidden_size", "n_embd", "d_model"):
         if getattr(config, name, None):
             return int(getattr(config, name))
-    raise InvalidInputError(f"cannot find the hidden size of model {type(model).__name__}; pass a standard HF causal LM")
+    raise InvalidInputError(
+        f"cannot determine the hidden size of model {type(model).__name__}: it has no input embedding weight "
+        "and no hidden_size, n_embd or d_model config field; pass a Hugging Face causal LM"
+    )
 
 
 def _decoder_layers(model: Any) -> torch.nn.ModuleList | None:
@@ -108,7 +112,7 @@ def _decoder_layers(model: Any) -> torch.nn.ModuleList | None:
 
 
 class HiddenStateReader:
-    """Runs the frozen LM on one text and mean-pools the states of one layer.
+    """Reader that runs the frozen LM on one text and mean-pools the states of one layer.
 
     The forward pass stops right after the key layer, so an observe costs a
     fraction of one full forward pass.
@@ -128,12 +132,13 @@ class HiddenStateReader:
             )
         self.layer = resolved
         self.device = next(model.parameters()).device
-        # One forward at a time per model: the hook below is shared state.
+        # Only one forward pass at a time per model, because the forward hook
+        # registered on the key layer is shared state.
         self._lock = threading.Lock()
 
     @torch.inference_mode()
     def read(self, text: str) -> TurnFeatures:
-        """Encode one text. Returns the pooled key-layer state and the token count."""
+        """Encode one text and return its pooled key-layer state and token count."""
         encoded = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=self.max_tokens)
         input_ids = encoded["input_ids"].to(self.device)  # (1, T)
         if input_ids.shape[1] == 0:
@@ -142,7 +147,7 @@ class HiddenStateReader:
             states = self._run_to_layer(input_ids)  # (1, T, H)
         tokens = states[0].float()  # (T, H)
         # The first position is an attention sink with outsized activations in
-        # most decoder LMs; averaging it in drowns the content of short turns.
+        # most decoder LMs, so averaging it in drowns the content of short turns.
         if tokens.shape[0] > 1:
             tokens = tokens[1:]
         pooled = tokens.mean(dim=0).cpu()  # (H,)
@@ -171,7 +176,7 @@ class HiddenStateReader:
 
 
 class KeyEncoder:
-    """Maps turns to keys of width ``d_key``; see the module docstring for the parts."""
+    """Encoder that maps turns to keys of width ``d_key``. The module docstring describes the parts."""
 
     def __init__(self, model: Any, tokenizer: Any, config: SidecarConfig) -> None:
         self.config = config
@@ -186,7 +191,7 @@ class KeyEncoder:
         if self.d_hidden == 0:
             return torch.zeros(size), torch.ones(size)
         pooled = torch.stack([self.reader.read(text).pooled for text in _CALIBRATION_TEXTS])  # (n, H)
-        # A few dimensions carry most of the variance of every pooled state;
+        # A few dimensions carry most of the variance of every pooled state, so
         # dividing by the per-dimension spread keeps them from dominating cosine.
         std = pooled.std(dim=0)
         return pooled.mean(dim=0), std.clamp_min(float(std.median()) * 0.1)
@@ -250,7 +255,7 @@ class DocumentFrequency:
         self.documents += 1
 
     def weight(self, term: str) -> float:
-        """Smoothed inverse document frequency of a term, at least 1 for a term never seen."""
+        """Return the smoothed inverse document frequency of a term, at least 1 for a term never seen."""
         df = float(self.counts[stable_hash(term) % DF_BUCKETS])
         return math.log((self.documents + 2.0) / (df + 1.0)) + 1.0
 
@@ -275,5 +280,5 @@ def shared_encoder(model: Any, tokenizer: Any, config: SidecarConfig) -> KeyEnco
 
 
 def turn_terms(text: str) -> list[str]:
-    """Content terms of a turn, as used for lexical keys and information content."""
+    """Return the content terms of a turn, as used for lexical keys and information content."""
     return content_terms(text)

@@ -1,7 +1,7 @@
 """Exceptions raised by the engine.
 
-Every error says which value was wrong and what to do about it, so a caller
-can act on the message alone.
+Every error message names the invalid value and the fix, so a caller can
+act on the message alone.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ class SidecarError(Exception):
 
 
 class InvalidInputError(SidecarError, ValueError):
-    """A caller passed a value the engine cannot use (empty text, wrong type, bad option)."""
+    """Error for a value the engine cannot use (empty text, wrong type, invalid option)."""
 
 
 class StateError(SidecarError, RuntimeError):
-    """A saved state is missing, corrupt, or was written for another model or shape."""
+    """Error for a saved state that is missing, corrupt, or written for another model or shape."""
