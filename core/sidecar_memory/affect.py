@@ -2,8 +2,8 @@
 
 Arousal rises with hazard words, intensifiers, shouting (capitals and
 exclamation marks), numbers that are extreme for their unit and mentions of
-notable dangerous places. Reward rises when the user asks to remember
-something. Both return a score in ``[0, 1]`` and the cues that produced it,
+notable dangerous places. Reward rises when the user requests that something
+be remembered. Both return a score in ``[0, 1]`` and the cues that produced it,
 which the steering prefix reuses.
 """
 
@@ -33,7 +33,7 @@ _DOLLAR_EXTREME = 10_000.0
 
 @dataclass(frozen=True)
 class AffectSignal:
-    """A score in ``[0, 1]`` and the cues behind it."""
+    """Affect score in ``[0, 1]`` with the cues behind it."""
 
     score: float
     cues: tuple[str, ...] = field(default_factory=tuple)

@@ -2,7 +2,7 @@
 
 Every command that takes a state directory loads it before doing anything
 and saves atomically at the end, so a failed run leaves the old state as it
-was. Errors print one line naming the bad value and the fix, and exit with
+was. Errors print one line naming the invalid value and the fix, and exit with
 status 2.
 """
 
@@ -22,7 +22,7 @@ from .records import GateDecision
 
 logger = logging.getLogger(__name__)
 
-#: Largest transcript file ``replay`` reads.
+#: Maximum size, in bytes, of a transcript file that ``replay`` reads.
 MAX_TRANSCRIPT_BYTES = 256 * 1024 * 1024
 DEMO_COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink"]
 
@@ -62,7 +62,9 @@ def _open_sidecar(args: argparse.Namespace, *, must_exist: bool) -> Any:
     if state_dir.exists() and not state_dir.is_dir():
         raise SidecarError(f"--state {str(state_dir)!r} is a file; pass a directory")
     if state_dir.is_dir() and any(state_dir.iterdir()) and not (state_dir / "state.json").is_file():
-        raise SidecarError(f"{str(state_dir)!r} is not empty and holds no state.json; pass an empty or state directory")
+        raise SidecarError(
+            f"{str(state_dir)!r} is not empty and contains no state.json; pass an empty directory or a state directory"
+        )
     model, tokenizer = _load_model(getattr(args, "model", None))
     overrides = {"rank": args.rank} if getattr(args, "rank", None) else {}
     sidecar = Sidecar(model, tokenizer, **overrides)
@@ -150,7 +152,9 @@ def read_transcript(path: Path) -> list[tuple[str, str]]:
         raise SidecarError(f"transcript {str(path)!r} not found; pass a .jsonl file or a LoCoMo conversation .json")
     size = path.stat().st_size
     if size > MAX_TRANSCRIPT_BYTES:
-        raise SidecarError(f"transcript {str(path)!r} has {size} bytes, over the {MAX_TRANSCRIPT_BYTES}-byte limit; split it")
+        raise SidecarError(
+            f"transcript {str(path)!r} has {size} bytes, over the {MAX_TRANSCRIPT_BYTES}-byte limit; split it into smaller files"
+        )
     raw = path.read_text(encoding="utf-8", errors="strict")
     if path.suffix == ".jsonl":
         return list(_jsonl_turns(raw, path))
@@ -170,9 +174,13 @@ def _jsonl_turns(raw: str, path: Path) -> Iterator[tuple[str, str]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise SidecarError(f"{str(path)!r} line {number} is not JSON ({error}); each line must be {{\"role\", \"text\"}}") from error
+            raise SidecarError(
+                f"{str(path)!r} line {number} is not valid JSON ({error}); each line must be {{\"role\", \"text\"}}"
+            ) from error
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise SidecarError(f"{str(path)!r} line {number} lacks a string 'text' field; each line must be {{\"role\", \"text\"}}")
+            raise SidecarError(
+                f"{str(path)!r} line {number} is missing a string 'text' field; each line must be {{\"role\", \"text\"}}"
+            )
         yield str(record.get("role", "user")), record["text"]
 
 
@@ -223,7 +231,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     if not args.all and not args.query:
-        raise SidecarError("forget needs --query TEXT or --all")
+        raise SidecarError("forget requires --query TEXT or --all; got neither")
     sidecar = _open_sidecar(args, must_exist=True)
     cleared = sidecar.forget(query=args.query, all=args.all)
     sidecar.save_state(args.state)
@@ -247,22 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("answer", help="load a state in this process and answer one question through generate_kv")
     p.add_argument("question")
     p.add_argument("--state", required=True, help="state directory to load")
-    p.add_argument("--k", type=int, default=3, help="memories to inject (default 3)")
+    p.add_argument("--k", type=int, default=3, help="number of memories to inject (default 3)")
     p.add_argument("--allowed-words", default=None, help="comma-separated words the answer may use")
-    p.add_argument("--max-new-tokens", type=int, default=8, help="tokens to decode at most (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=8, help="maximum number of tokens to decode (default 8)")
     add_model(p)
     p.set_defaults(func=cmd_answer)
 
     p = sub.add_parser("chat", help="interactive chat that shows each gate decision")
     p.add_argument("--state", required=True, help="state directory (created if missing)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="reply length in tokens (default 64)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="maximum reply length in tokens (default 64)")
     add_model(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("replay", help="feed a transcript (JSONL or LoCoMo JSON) through the gate")
     p.add_argument("file", help="JSONL of {role, text} lines, or a LoCoMo conversation .json")
     p.add_argument("--state", required=True, help="state directory (created if missing, continued if present)")
-    p.add_argument("--rank", type=int, default=None, help="slots for a new state (default from SidecarConfig)")
+    p.add_argument("--rank", type=int, default=None, help="number of slots of a new state (default: SidecarConfig.rank)")
     add_model(p)
     p.set_defaults(func=cmd_replay)
 

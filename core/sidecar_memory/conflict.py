@@ -1,7 +1,7 @@
-"""Conflict detection: does a new statement change a fact memory holds?
+"""Conflict detection: whether a new statement changes a fact that memory stores.
 
 A small extractor turns first-person statements into ``(attribute, value)``
-facts. It knows a few sentence frames ("my X is Y", "I live in / moved to
+facts. It recognises a few sentence frames ("my X is Y", "I live in / moved to
 Y", "I work at Y", "I take N mg", "my X is called Y", "X is on Monday") and a
 few value categories whose members name the attribute by themselves (drinks,
 diets, colours). Facts are keyed by speaker, so two people in one
@@ -121,7 +121,7 @@ _FRAMES: tuple[tuple[str | None, re.Pattern[str]], ...] = (
 
 @dataclass(frozen=True)
 class Fact:
-    """One attribute-value statement, keyed by who said it."""
+    """One attribute-value statement, keyed by its speaker."""
 
     speaker: str
     attribute: str
@@ -145,7 +145,7 @@ _ATTRIBUTE_WORDS = {
 
 
 def attribute_words(facts: list[Fact]) -> list[str]:
-    """Words that name the attributes of ``facts``, for adding to a key."""
+    """Return the words that name the attributes of ``facts``, for adding to a key."""
     found = []
     for fact in facts:
         found.extend(_ATTRIBUTE_WORDS.get(fact.attribute, fact.attribute).split())
@@ -172,11 +172,11 @@ def extract_facts(text: str, role: str) -> list[Fact]:
         # Schedules and doses are stated impersonally ("the team meeting is at 8 am").
         found = _topic_facts(sentence, speaker)
         # A speaker's elliptical update ("not coffee anymore, tea now") is about
-        # themselves even without a pronoun; a change marker is evidence of that.
+        # themselves even without a pronoun, and a change marker is evidence of that.
         if _FIRST_PERSON.search(lowered) or _CHANGE_MARKER.search(lowered):
             found += _frame_facts(lowered, speaker) + _category_facts(lowered, speaker) + _named_facts(sentence, speaker)
         for fact in found:
-            facts[fact.attribute] = fact  # a later sentence restates the newer value
+            facts[fact.attribute] = fact  # A later sentence restates the newer value.
     return list(facts.values())
 
 
@@ -242,9 +242,9 @@ def _named_facts(sentence: str, speaker: str) -> list[Fact]:
 
 
 def _negated(sentence: str, start: int, end: int) -> bool:
-    """Whether the words around ``sentence[start:end]`` deny it ("not coffee", "tea anymore")."""
-    # The last few words of the same clause, cut at word boundaries so that
-    # "whenever" is not read as "never".
+    """Check whether the words around ``sentence[start:end]`` deny it ("not coffee", "tea anymore")."""
+    # Take the last few words of the same clause, cut at word boundaries so
+    # that "whenever" is not read as "never".
     clause = re.split(r"[,.;]|\band\b|\bbut\b", sentence[:start].lower())[-1]
     before = " ".join(clause.split()[-5:]) + " "
     after = sentence[end: end + 12].lower()
@@ -307,7 +307,7 @@ def _normalise_value(raw: str) -> str:
 
 
 def conflicting_slots(new_facts: list[Fact], slot_facts: dict[int, list[list[str]]]) -> dict[int, Fact]:
-    """Map each slot holding a stale value of a new fact's attribute to that new fact."""
+    """Map each slot that stores a stale value of a new fact's attribute to that new fact."""
     by_key = {f.as_pair()[0]: f for f in new_facts}
     stale: dict[int, Fact] = {}
     for slot, pairs in slot_facts.items():

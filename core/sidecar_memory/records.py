@@ -52,7 +52,7 @@ class MemoryItem:
     turn: int
     """Index of the observed turn that wrote the slot (0 for the first turn)."""
     strength: float
-    """Norm of the slot's key column: grows with writes, shrinks with decay."""
+    """Norm of the slot's key column. It grows with writes and shrinks with decay."""
     timestamp: float
     """Unix time of the last write."""
     context: str = ""

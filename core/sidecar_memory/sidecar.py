@@ -33,13 +33,13 @@ class Sidecar:
     """A constant-size fast-weight memory attached to a frozen causal LM.
 
     Create one per user or conversation. Memories on the same model share its
-    key encoder, so creating many is cheap. Methods are thread-safe; the async
-    variants run the same work in a worker thread.
+    key encoder, so creating many is cheap. Methods are thread-safe, and the
+    async variants run the same work in a worker thread.
 
     Args:
         model: a Hugging Face causal LM. It is only read, under inference mode.
         tokenizer: its tokenizer.
-        config: sizes and gains; ``None`` uses :class:`SidecarConfig` defaults.
+        config: sizes and gains, or ``None`` for the :class:`SidecarConfig` defaults.
         **overrides: fields to change on ``config``, e.g. ``rank=256``.
     """
 
@@ -143,14 +143,14 @@ class Sidecar:
                                                answers_question=state.previous_question,
                                                states_fact=bool(facts), config=cfg)
         affect = arousal(text, cfg)
-        asked = reward_cues(text, cfg)
+        reward_signal = reward_cues(text, cfg)
         stale = conflicting_slots(facts, {i: r.facts for i, r in enumerate(state.ledger) if r and r.facts})
         features = gating.Features(
             S=gating.surprisal(information, novelty, cfg),
             N=novelty,
             A=affect.score,
             C=1.0 if stale else 0.0,
-            R=asked.score,
+            R=reward_signal.score,
         )
         g = gating.score(features, cfg)
         tau = gating.threshold(state.gate, cfg)
@@ -174,7 +174,7 @@ class Sidecar:
         )
         state.last_turn = {"turn": turn, "S": features.S, "N": features.N, "A": features.A, "C": features.C,
                            "R": features.R, "committed": committed, "slot": slot, "role": role, "text": clip_text(text, cfg.max_text_chars)}
-        reason = self._reason(features, committed, replaced, bound, asked.cues, affect.cues)
+        reason = self._reason(features, committed, replaced, bound, reward_signal.cues, affect.cues)
         decision = GateDecision(turn=turn, role=role, text=text, S=features.S, N=features.N, A=features.A,
                                 C=features.C, R=features.R, G=g, tau=tau, committed=committed, slot=slot,
                                 replaced_slot=replaced, bound_turns=bound, reason=reason)
@@ -196,7 +196,7 @@ class Sidecar:
         record = state.ledger[slot]
         merging = record is not None and read.similarity[slot] >= cfg.merge_threshold
         if not merging and record is not None:
-            weights.clear(slot)  # eviction of the weakest slot
+            weights.clear(slot)  # Evict the weakest slot's old content.
         residual = key - read.reconstruction
         residual = residual / residual.norm().clamp_min(1e-8)
         gain = cfg.eta0 * g
@@ -224,7 +224,7 @@ class Sidecar:
         for index, record in enumerate(state.ledger):
             if record is None:
                 return index
-        return int(state.weights.strengths().argmin())  # evict the weakest slot
+        return int(state.weights.strengths().argmin())  # Evict the weakest slot.
 
     def _remember_pending(self, item: PendingTurn) -> None:
         pending = self._state.pending
@@ -301,8 +301,8 @@ class Sidecar:
     def reward(self, value: float) -> GateDecision | None:
         """Credit the latest turn with reward ``value`` in ``[-1, 1]``.
 
-        A positive reward re-scores the turn with ``R`` raised; if it was not
-        committed and now clears the threshold, it is committed. A committed
+        A positive reward re-scores the turn with ``R`` raised. If the turn was
+        not committed and now clears the threshold, it is committed. A committed
         turn's slot is strengthened by ``1 + value`` (weakened for negative
         values). Returns the new decision, or ``None`` when nothing changed.
         """
@@ -311,7 +311,7 @@ class Sidecar:
         with self._lock:
             last = self._state.last_turn
             if last is None:
-                raise InvalidInputError("reward() needs an observed turn first; call observe() before reward()")
+                raise InvalidInputError("reward() requires an observed turn, but none was observed; call observe() first")
             if last["committed"]:
                 slot = last["slot"]
                 if self._state.ledger[slot] is not None:
@@ -350,7 +350,7 @@ class Sidecar:
                 self._state = self._new_state()
                 return cleared
         if query is None:
-            raise InvalidInputError("forget() needs query=... or all=True")
+            raise InvalidInputError("forget() requires query=... or all=True; got neither")
         query = self._check_text(query, name="query")
         with self._lock:
             key = self._key(query, turn_terms(query))
@@ -360,7 +360,9 @@ class Sidecar:
             for slot, record in enumerate(ledger):
                 if record is None:
                     continue
-                cosine = float(key @ weights.U[:, slot] / strengths[slot]) if strengths[slot] > 0 else 0.0
+                cosine = 0.0
+                if strengths[slot] > 0:
+                    cosine = float(key @ weights.U[:, slot] / strengths[slot])
                 if cosine >= threshold or query.lower() in record.text.lower():
                     weights.clear(slot)
                     ledger[slot] = None
@@ -377,8 +379,8 @@ class Sidecar:
     def load_blob(self, blob: StateBlob, *, where: str = "state") -> None:
         """Replace this memory's state with a serialised one.
 
-        The blob is fully validated first; on any error the current state is
-        left untouched. The saved config replaces this memory's config.
+        The blob is fully validated first, so on any error the current state
+        is left untouched. The saved config replaces this memory's config.
         """
         fingerprint = model_fingerprint(self.model, self._encoder.reader.hidden_size)
         state = from_blob(blob, fingerprint=fingerprint, where=where)
@@ -430,7 +432,7 @@ class Sidecar:
             }
 
     def slots(self) -> list[MemoryItem]:
-        """All occupied slots, strongest first."""
+        """Return all occupied slots, strongest first."""
         with self._lock:
             strengths = self._state.weights.strengths()
             items = [
@@ -442,13 +444,16 @@ class Sidecar:
         return sorted(items, key=lambda m: -m.strength)
 
     def state_nbytes(self) -> int:
-        """Size in bytes of the serialised state."""
+        """Return the size in bytes of the serialised state."""
         return sum(len(data) for data in self.to_blob().files.values())
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.7, top_p: float = 0.9,
                  *, observe: bool = True, **generate_kwargs: Any) -> str:
-        """Answer ``prompt`` with recalled memory in the system message; see :mod:`sidecar_memory.generation`."""
+        """Generate a reply to ``prompt`` with recalled memory in the system message.
+
+        :mod:`sidecar_memory.generation` describes the steps.
+        """
         from .generation import generate_with_memory
 
         return generate_with_memory(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -456,7 +461,10 @@ class Sidecar:
 
     def generate_kv(self, mem_text: str, prompt: str, max_new_tokens: int = 16, stop_on_newline: bool = False,
                     allowed_words: list[str] | None = None) -> str:
-        """Decode greedily with ``mem_text`` prefilled into the KV cache; see :mod:`sidecar_memory.generation`."""
+        """Decode greedily with ``mem_text`` prefilled into the KV cache.
+
+        :mod:`sidecar_memory.generation` describes the steps.
+        """
         from .generation import generate_from_kv
 
         return generate_from_kv(self.model, self.tokenizer, mem_text, prompt, max_new_tokens=max_new_tokens,
@@ -481,7 +489,7 @@ def _merge_facts(old: list[list[str]], new: list[list[str]]) -> list[list[str]]:
 
 
 class SidecarV3(Sidecar):
-    """The original constructor: keyword arguments instead of a config object.
+    """Sidecar with the original constructor: keyword arguments instead of a config object.
 
     Accepts ``d_key, d_state, rank, key_topk, decay, eta0, temp,
     affect_weights, fixed_tau, min_events, warmup_tau, s_mode, s_alpha``.

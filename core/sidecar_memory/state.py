@@ -62,16 +62,17 @@ class MemoryState:
     pending: list[PendingTurn] = field(default_factory=list)
     turns: int = 0
     previous_question: bool = False
-    """Whether the latest turn was a question: the next turn may answer it."""
+    """Flag set when the latest turn was a question, because the next turn may answer it."""
     last_turn: dict[str, Any] | None = None
     """Gate inputs of the latest turn, so ``reward()`` can re-score it."""
 
     def slots_used(self) -> int:
+        """Count the occupied slots."""
         return sum(record is not None for record in self.ledger)
 
 
 def model_fingerprint(model: Any, hidden_size: int) -> dict[str, Any]:
-    """Identify a model well enough to refuse states written with another one."""
+    """Identify a model well enough to reject states written with another one."""
     config = model.config
     return {
         "architecture": type(model).__name__,
@@ -120,7 +121,7 @@ def from_blob(blob: StateBlob, *, fingerprint: dict[str, Any], where: str) -> Me
     """Rebuild a state, checking format, checksum, model, shapes and values.
 
     ``where`` names the source (a path or store key) in error messages.
-    Raises :class:`StateError` without side effects when anything is off.
+    Raises :class:`StateError` without side effects when any check fails.
     """
     files = dict(blob.files)
     for name in (JSON_FILE, TENSOR_FILE):
@@ -145,7 +146,7 @@ def from_blob(blob: StateBlob, *, fingerprint: dict[str, Any], where: str) -> Me
         return _rebuild(document, tensors, config, fingerprint, where)
     except StateError:
         raise
-    except Exception as error:  # malformed fields: report them as a state problem, not a crash
+    except Exception as error:  # Report malformed fields as a state error, not a crash.
         raise StateError(f"{where}: the state is malformed ({type(error).__name__}: {error}); restore a backup") from error
 
 
@@ -180,7 +181,9 @@ def _rebuild(document: dict, tensors: dict, config: SidecarConfig, fingerprint: 
             raise StateError(f"{where}/{TENSOR_FILE}: tensor {name!r} contains NaN or inf; restore a backup")
     ledger = [SlotRecord.from_dict(r) if r else None for r in document["ledger"]]
     if len(ledger) != config.rank:
-        raise StateError(f"{where}/{JSON_FILE}: ledger has {len(ledger)} slots, expected rank={config.rank}")
+        raise StateError(
+            f"{where}/{JSON_FILE}: ledger has {len(ledger)} slots, expected rank={config.rank}; restore a backup"
+        )
     pending = [
         PendingTurn(p["turn"], p["text"], p["timestamp"], tensors["pending_keys"][i].clone())
         for i, p in enumerate(document["pending"][: expected["pending_keys"][0]])

@@ -31,8 +31,8 @@ def words(text: str) -> list[str]:
 def stem(word: str) -> str:
     """Strip common English inflections so 'hiking' and 'hikes' share a feature.
 
-    A deliberately small rule set: it only has to make related forms collide
-    in a hashed feature space, not produce dictionary words.
+    The rule set is deliberately small, because it only has to make related
+    forms collide in a hashed feature space, not produce dictionary words.
     """
     if len(word) <= 3 or word.isdigit():
         return word
@@ -53,6 +53,6 @@ def stable_hash(term: str) -> int:
     """Hash a term to a 64-bit integer that is the same in every process.
 
     Python's ``hash`` is salted per process, so saved hashed features would
-    not line up after a reload; blake2b is not.
+    not line up after a reload. blake2b is not salted.
     """
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest(), "little")
