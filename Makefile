@@ -32,6 +32,8 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	$(PY) -m benchmarks.store_load --users 1000 --turns 20 --backends redis,postgres --concurrency 16 \
+		--full-users 4 --full-turns 5 --out benchmarks/results/store_load.json
 	$(PY) -m benchmarks.run --out benchmarks/results
 
 clean:
