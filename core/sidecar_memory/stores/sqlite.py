@@ -166,7 +166,7 @@ class SQLiteStore(StateStore):
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode = WAL")
+            _set_wal_mode(connection)
             connection.execute("PRAGMA synchronous = FULL")
             connection.execute("PRAGMA secure_delete = ON")
             if not self._schema_ready:
@@ -224,3 +224,20 @@ class SQLiteStore(StateStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, namespace={self.namespace!r})"
+
+
+def _set_wal_mode(connection: sqlite3.Connection) -> None:
+    """Switch the database to WAL journaling, waiting out other connections that hold a lock.
+
+    SQLite answers "database is locked" to a journal-mode change at once, without
+    honouring the busy timeout, when another connection is creating the tables.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
