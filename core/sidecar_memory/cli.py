@@ -66,7 +66,7 @@ def _open_sidecar(args: argparse.Namespace, *, must_exist: bool) -> Any:
             f"{str(state_dir)!r} is not empty and contains no state.json; pass an empty directory or a state directory"
         )
     model, tokenizer = _load_model(getattr(args, "model", None))
-    overrides = {"rank": args.rank} if getattr(args, "rank", None) else {}
+    overrides = {"rank": args.rank} if getattr(args, "rank", None) is not None else {}
     sidecar = Sidecar(model, tokenizer, **overrides)
     if (state_dir / "state.json").is_file():
         sidecar.load_state(state_dir)
@@ -114,7 +114,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     sidecar = _open_sidecar(args, must_exist=True)
     recalled = sidecar.recall(args.question, k=args.k)
-    mem_text = recalled.as_text()
+    # A 135M model answers from a plain statement of the fact far more reliably
+    # than from the turn that stated it, so facts go in when memory has them.
+    mem_text = recalled.facts_text() or recalled.as_text()
     allowed = [w for w in args.allowed_words.split(",") if w.strip()] if args.allowed_words else None
     answer = sidecar.generate_kv(mem_text, args.question, max_new_tokens=args.max_new_tokens,
                                  stop_on_newline=True, allowed_words=allowed)
@@ -148,22 +150,36 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- replay
 def read_transcript(path: Path) -> list[tuple[str, str]]:
     """Read ``(role, text)`` turns from JSONL or a LoCoMo conversation file."""
+    if path.is_dir():
+        raise SidecarError(f"transcript {str(path)!r} is a directory; pass a .jsonl file or a LoCoMo conversation .json")
     if not path.is_file():
         raise SidecarError(f"transcript {str(path)!r} not found; pass a .jsonl file or a LoCoMo conversation .json")
+    if path.suffix not in (".jsonl", ".json"):
+        raise SidecarError(f"unsupported transcript type {path.suffix!r} for {str(path)!r}; pass a .jsonl or .json file")
     size = path.stat().st_size
     if size > MAX_TRANSCRIPT_BYTES:
         raise SidecarError(
             f"transcript {str(path)!r} has {size} bytes, over the {MAX_TRANSCRIPT_BYTES}-byte limit; split it into smaller files"
         )
-    raw = path.read_text(encoding="utf-8", errors="strict")
+    try:
+        raw = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as error:
+        raise SidecarError(f"transcript {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                           "convert it to UTF-8") from error
     if path.suffix == ".jsonl":
-        return list(_jsonl_turns(raw, path))
+        turns = list(_jsonl_turns(raw, path))
+        if not turns:
+            raise SidecarError(f"transcript {str(path)!r} contains no turns; add lines of {{\"role\", \"text\"}}")
+        return turns
     try:
         document = json.loads(raw)
     except json.JSONDecodeError as error:
         raise SidecarError(f"{str(path)!r} is not valid JSON ({error}); pass JSONL of {{role, text}} or a LoCoMo file") from error
     if isinstance(document, dict) and any(k.startswith("session_") for k in document):
-        return locomo_turns(document)
+        turns = locomo_turns(document, where=str(path))
+        if not turns:
+            raise SidecarError(f"LoCoMo file {str(path)!r} contains no turns in its session_<n> lists")
+        return turns
     raise SidecarError(f"unknown transcript format in {str(path)!r}; pass JSONL of {{\"role\", \"text\"}} lines or a LoCoMo conversation file")
 
 
@@ -184,14 +200,22 @@ def _jsonl_turns(raw: str, path: Path) -> Iterator[tuple[str, str]]:
         yield str(record.get("role", "user")), record["text"]
 
 
-def locomo_turns(document: dict) -> list[tuple[str, str]]:
+def locomo_turns(document: dict, *, where: str = "LoCoMo document") -> list[tuple[str, str]]:
     """Flatten a LoCoMo conversation into ``("user", "Speaker: text")`` turns in session order."""
-    sessions = sorted((int(k.split("_")[1]), v) for k, v in document.items()
-                      if k.startswith("session_") and k.count("_") == 1 and isinstance(v, list))
+    sessions = []
+    for key, value in document.items():
+        parts = key.split("_")
+        if len(parts) != 2 or parts[0] != "session" or not parts[1].isdigit():
+            continue
+        if not isinstance(value, list):
+            raise SidecarError(f"{where}: {key} must be a list of turns; got {type(value).__name__}")
+        sessions.append((int(parts[1]), key, value))
     turns = []
-    for _, session in sessions:
-        for turn in session:
-            text = turn.get("text", "")
+    for _, key, session in sorted(sessions):
+        for index, turn in enumerate(session):
+            if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
+                raise SidecarError(f"{where}: {key}[{index}] must be an object with a string 'text' field")
+            text = turn["text"]
             if turn.get("blip_caption"):
                 text = f"{text} [shares a photo of {turn['blip_caption']}]"
             turns.append(("user", f"{turn.get('speaker', 'user')}: {text}"))

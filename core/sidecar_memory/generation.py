@@ -147,7 +147,8 @@ def generate_from_kv(model: Any, tokenizer: Any, mem_text: str, prompt: str, *, 
         generated: list[int] = []
         for _ in range(max_new_tokens):
             out = model(input_ids=input_ids, use_cache=True, **{_cache_argument(model): cache})
-            cache = out.past_key_values
+            # transformers 5.x returns the cache as ``cache``; older releases as ``past_key_values``.
+            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
             logits = out.logits[0, -1]  # (vocab,)
             if mask is not None:
                 allowed = torch.tensor(mask.allowed(), device=logits.device)

@@ -59,6 +59,8 @@ class MemoryItem:
     """Text of nearby turns bound to this slot by eligibility traces."""
     bound_turns: tuple[int, ...] = ()
     """Indices of the bound turns."""
+    facts: tuple[tuple[str, str, str], ...] = ()
+    """``(speaker, attribute, value)`` facts the slot's text states, as conflict detection read them."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,22 @@ class Recall:
     query: str
     prefix: str
     memories: list[MemoryItem] = field(default_factory=list)
+
+    def facts_text(self) -> str:
+        """Render the recalled facts as plain statements, most relevant memory first.
+
+        Small models follow "The user's favorite color is green." far more
+        reliably than the turn it came from ("Actually, green now, not blue
+        anymore"). Returns an empty string when no recalled memory states a fact.
+        """
+        lines: list[str] = []
+        for memory in self.memories:
+            for speaker, attribute, value in memory.facts:
+                owner = "The user's" if speaker in ("user", "human") else f"{speaker.title()}'s"
+                line = f"{owner} {attribute} is {value}."
+                if line not in lines:
+                    lines.append(line)
+        return "\n".join(lines)
 
     def as_text(self, *, include_prefix: bool = True) -> str:
         """Render the prefix and memories as the text a prompt would carry."""

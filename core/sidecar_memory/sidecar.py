@@ -293,6 +293,7 @@ class Sidecar:
                     text=record.text, score=float(cosines[position]), slot=slot, role=record.role,
                     turn=record.turn, strength=float(strengths[slot]), timestamp=record.timestamp,
                     context=record.context, bound_turns=tuple(record.bound_turns),
+                    facts=_fact_triples(record.facts),
                 ))
         prefix = build_prefix(state.self_state, slots_used=state.slots_used(), recalled=len(memories))
         return Recall(query=query, prefix=prefix, memories=memories)
@@ -367,6 +368,11 @@ class Sidecar:
                     weights.clear(slot)
                     ledger[slot] = None
                     cleared += 1
+            # Forgotten text must not survive as another slot's bound context either.
+            for record in ledger:
+                if record is not None and record.context and query.lower() in record.context.lower():
+                    record.context = ""
+                    record.bound_turns = []
             self._state.pending = [p for p in self._state.pending if query.lower() not in p.text.lower()]
             return cleared
 
@@ -480,6 +486,15 @@ class Sidecar:
             if observe:
                 self._observe_key(prompt, role, key, terms, time.time(), extract_facts(prompt, role))
             return recalled
+
+
+def _fact_triples(pairs: list[list[str]]) -> tuple[tuple[str, str, str], ...]:
+    """Turn ledger pairs ``["speaker|attribute", value]`` into ``(speaker, attribute, value)``."""
+    triples = []
+    for key, value in pairs:
+        speaker, _, attribute = key.partition("|")
+        triples.append((speaker, attribute, value))
+    return tuple(triples)
 
 
 def _merge_facts(old: list[list[str]], new: list[list[str]]) -> list[list[str]]:
