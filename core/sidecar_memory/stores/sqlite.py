@@ -131,7 +131,13 @@ class SQLiteStore(StateStore):
         return [row[0] for row in rows.fetchall()]
 
     def close(self) -> None:
-        """Close every connection this store opened, in any thread."""
+        """Close every connection this store opened, in any thread.
+
+        Call it only once no other thread is still using the store.
+        """
+        # NOTE: connections are shared across threads (check_same_thread=False), and
+        # closing one while another thread runs a statement on it can crash CPython's
+        # sqlite3 module; nothing here waits for in-flight statements.
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for connection in connections:
