@@ -140,8 +140,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         _out(_decision_row(decision))
         reply = sidecar.generate(text, max_new_tokens=args.max_new_tokens, observe=False)
         _out(f"assistant: {reply}")
-        if reply.strip():
-            sidecar.observe(reply, "assistant")
+        # Replies are not observed: the memory is about the user, and a small
+        # model's replies would fill slots with its own guesses.
         sidecar.save_state(args.state)
     sidecar.save_state(args.state)
     return 0
