@@ -90,3 +90,16 @@ def test_forget_scrubs_bound_context(model_and_tokenizer):
     assert any("4471" in m.context for m in sidecar.slots())
     sidecar.forget(query="4471")
     assert not any("4471" in m.text or "4471" in m.context for m in sidecar.slots())
+
+
+def test_chat_commits_only_user_turns(tmp_path, monkeypatch, capsys):
+    import io
+
+    state = tmp_path / "chat"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Remember this: my locker code is 4471.\n\n"))
+    assert main(["chat", "--state", str(state), "--max-new-tokens", "8"]) == 0
+    assert "assistant: " in capsys.readouterr().out
+    assert main(["inspect", str(state)]) == 0
+    listing = capsys.readouterr().out
+    assert "turns 1," in listing
+    assert "4471" in listing

@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_answer(args: argparse.Namespace) -> int:
     sidecar = _open_sidecar(args, must_exist=True)
     recalled = sidecar.recall(args.question, k=args.k)
-    # A 135M model answers from a plain statement of the fact far more reliably
+    # A 135M model responds correctly from a plain statement of the fact far more reliably
     # than from the turn that stated it, so facts go in when memory has them.
     mem_text = recalled.facts_text() or recalled.as_text()
     allowed = [w for w in args.allowed_words.split(",") if w.strip()] if args.allowed_words else None
